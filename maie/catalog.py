@@ -1,0 +1,163 @@
+"""The backends MAIE knows, and whether each can run on this machine (and why not).
+
+Checks are light (package present, model files present, GPU present): nothing is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from maie.errors import MaieError
+from maie.model_paths import resolve_gguf, resolve_model_dir, resolve_whisper_model
+from maie.settings import Settings
+
+
+class ModelInfo(BaseModel):
+    kind: str  # asr | llm
+    backend_id: str
+    name: str
+    description: str
+    default_model: str | None
+    capabilities: list[str]
+    compute: str
+    available: bool
+    reason: str | None = None
+
+
+def _has(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_available() -> bool:
+    """A CUDA device is visible (without importing torch when it is not installed)."""
+    if _has("ctranslate2"):
+        try:
+            import ctranslate2
+
+            if ctranslate2.get_cuda_device_count() > 0:
+                return True
+        except Exception:
+            pass
+    return shutil.which("nvidia-smi") is not None and _has("torch")
+
+
+def _check(fn: Callable[[], None]) -> tuple[bool, str | None]:
+    try:
+        fn()
+    except MaieError as exc:
+        return False, exc.message
+    return True, None
+
+
+def list_models(settings: Settings) -> list[ModelInfo]:
+    items: list[ModelInfo] = []
+
+    def whisper() -> None:
+        if not _has("faster_whisper"):
+            raise MaieError("faster-whisper is not installed")
+        resolve_whisper_model(settings.whisper_model_variant, settings)
+
+    ok, why = _check(whisper)
+    items.append(
+        ModelInfo(
+            kind="asr",
+            backend_id="whisper",
+            name="faster-whisper (CTranslate2)",
+            description="Whisper on CPU or GPU; VAD, beam search, batched inference, word timestamps.",
+            default_model=settings.whisper_model_variant,
+            capabilities=["punctuation", "language_detection", "vad", "word_timestamps", "batched"],
+            compute=f"{settings.whisper_device}/{settings.whisper_compute_type}",
+            available=ok,
+            reason=why,
+        )
+    )
+
+    def chunkformer() -> None:
+        if not _has("chunkformer"):
+            raise MaieError("the chunkformer package is not installed (pip install '.[chunkformer]')")
+        resolve_model_dir(settings.chunkformer_model_name, settings, "asr")
+
+    ok, why = _check(chunkformer)
+    items.append(
+        ModelInfo(
+            kind="asr",
+            backend_id="chunkformer",
+            name="ChunkFormer (masked chunking conformer)",
+            description="Long-form ASR (hours) with steady memory; Vietnamese; no punctuation.",
+            default_model=settings.chunkformer_model_name,
+            capabilities=["long_form", "timestamps"],
+            compute=settings.chunkformer_device,
+            available=ok,
+            reason=why,
+        )
+    )
+
+    def llama_cpp() -> None:
+        if not _has("llama_cpp"):
+            raise MaieError("llama-cpp-python is not installed")
+        resolve_gguf(settings.llm_summary_model, settings)
+
+    ok, why = _check(llama_cpp)
+    items.append(
+        ModelInfo(
+            kind="llm",
+            backend_id="llama_cpp",
+            name="llama.cpp (llama-cpp-python)",
+            description="GGUF models on CPU or GPU with JSON-Schema-constrained decoding.",
+            default_model=settings.llm_summary_model or "SmolLM2-135M-Instruct.Q4_1.gguf",
+            capabilities=["json_schema", "cpu", "gpu"],
+            compute="gpu" if settings.llm_n_gpu_layers else "cpu",
+            available=ok,
+            reason=why,
+        )
+    )
+
+    def openai() -> None:
+        if not _has("openai"):
+            raise MaieError("the openai package is not installed")
+        if not settings.openai_base_url:
+            raise MaieError("OPENAI_BASE_URL is not set")
+
+    ok, why = _check(openai)
+    items.append(
+        ModelInfo(
+            kind="llm",
+            backend_id="openai",
+            name="OpenAI-compatible server",
+            description="vLLM server, llama.cpp server, Ollama or a hosted API; JSON-schema response_format.",
+            default_model=settings.llm_summary_model,
+            capabilities=["json_schema", "remote"],
+            compute="remote",
+            available=ok,
+            reason=why,
+        )
+    )
+
+    def vllm() -> None:
+        if not _has("vllm"):
+            raise MaieError("vLLM is not installed (pip install '.[vllm]', needs a CUDA GPU)")
+        if not cuda_available():
+            raise MaieError("no CUDA GPU is visible")
+
+    ok, why = _check(vllm)
+    items.append(
+        ModelInfo(
+            kind="llm",
+            backend_id="vllm",
+            name="vLLM (in-process)",
+            description="GPU inference with guided JSON decoding; production default in the cluster.",
+            default_model=settings.llm_summary_model,
+            capabilities=["json_schema", "gpu"],
+            compute="cuda",
+            available=ok,
+            reason=why,
+        )
+    )
+    return items

@@ -1,0 +1,328 @@
+"""The `maie` command: transcribe and summarize locally, serve the API, run the operator or a task.
+
+Heavy modules (models, FastAPI, kopf) are imported inside the commands, so `maie --help` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from maie.contract import Feature, ResultDocument, TaskRequest, TaskStatus
+from maie.errors import MaieError
+
+app = typer.Typer(
+    name="maie",
+    help="MAIE — audio to raw transcript, clean transcript and structured summary.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _parse_features(value: str) -> list[Feature]:
+    try:
+        return [Feature(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        allowed = ", ".join(f.value for f in Feature)
+        _fail(f"unknown feature in '{value}'; choose from: {allowed}")
+        raise  # unreachable
+
+
+def _build_request(
+    features: str | None,
+    template: str | None,
+    asr_backend: str | None = None,
+    asr_model: str | None = None,
+    language: str | None = None,
+    beam_size: int | None = None,
+    batch_size: int | None = None,
+    llm_backend: str | None = None,
+    llm_model: str | None = None,
+    llm_base_url: str | None = None,
+    enhancement: str | None = None,
+    default_features: list[Feature] | None = None,
+) -> TaskRequest:
+    from pydantic import ValidationError
+
+    chosen = _parse_features(features) if features else None
+    if chosen is None:
+        chosen = default_features or [Feature.RAW_TRANSCRIPT, Feature.CLEAN_TRANSCRIPT]
+        if template:
+            chosen = [*chosen, Feature.SUMMARY]
+    try:
+        return TaskRequest.model_validate(
+            {
+                "features": chosen,
+                "template_id": template,
+                "asr": {
+                    "backend": asr_backend,
+                    "model": asr_model,
+                    "language": language,
+                    "beam_size": beam_size,
+                    "batch_size": batch_size,
+                },
+                "llm": {
+                    "backend": llm_backend,
+                    "model": llm_model,
+                    "base_url": llm_base_url,
+                    "enhancement": enhancement,
+                },
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        _fail(f"{where + ': ' if where else ''}{first['msg']}")
+        raise  # unreachable
+
+
+def _progress_runner(run):  # type: ignore[no-untyped-def]
+    """Run `run(callback)` under a rich progress bar with one line per stage."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    labels = {
+        TaskStatus.PREPROCESSING: "Preprocess",
+        TaskStatus.PROCESSING_ASR: "Transcribe",
+        TaskStatus.PROCESSING_LLM: "LLM stages",
+    }
+    with Progress(
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal and not _force_progress(),
+    ) as bar:
+        tasks: dict[TaskStatus, int] = {}
+        current: list[TaskStatus] = []
+
+        def callback(stage: TaskStatus, percent: float) -> None:
+            if stage.finished:
+                for t in tasks.values():
+                    bar.update(t, completed=100)
+                return
+            if stage not in tasks:
+                for t in tasks.values():
+                    bar.update(t, completed=100)
+                tasks[stage] = bar.add_task(labels.get(stage, stage.value), total=100)
+                current.append(stage)
+            bar.update(tasks[stage], completed=max(0.0, min(100.0, percent)))
+
+        return run(callback)
+
+
+def _force_progress() -> bool:
+    import os
+
+    return os.environ.get("MAIE_PROGRESS", "") == "1"
+
+
+def _stage_percent_callback(callback):  # type: ignore[no-untyped-def]
+    """The pipeline reports percent of the whole task; show percent within each stage instead."""
+    from maie.runner.progress import stage_local_percent
+
+    def inner(stage: TaskStatus, percent: float) -> None:
+        callback(stage, stage_local_percent(stage, percent))
+
+    return inner
+
+
+def _write_outputs(doc: ResultDocument, exports: dict[str, str], output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in exports.items():
+        (output_dir / name).write_text(text, encoding="utf-8")
+    doc.exports = {name: str(output_dir / name) for name in exports}
+    (output_dir / "result.json").write_text(doc.to_json(), encoding="utf-8")
+
+
+def _print_summary(doc: ResultDocument, output_dir: Path) -> None:
+    m = doc.metrics
+    r = doc.results
+    if m is not None:
+        duration = f"{m.input_duration_seconds:.1f}s audio, " if m.input_duration_seconds else ""
+        rtf = f", RTF {m.rtf:.3f}" if m.rtf is not None else ""
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in m.stage_seconds.items())
+        out.print(f"[bold green]done[/] {duration}{m.processing_time_seconds:.1f}s{rtf} ({stages})")
+    if r is not None:
+        text = r.clean_transcript or r.raw_transcript
+        if text:
+            preview = text if len(text) <= 300 else text[:297] + "..."
+            out.print(f"[bold]transcript:[/] {preview}", highlight=False)
+        if r.summary is not None:
+            title = r.summary.get("title") if isinstance(r.summary, dict) else None
+            out.print(f"[bold]summary:[/] {title or '(see result.json)'}", highlight=False)
+    out.print(f"[bold]written:[/] {output_dir / 'result.json'}" + "".join(f", {n}" for n in doc.exports))
+
+
+@app.command()
+def transcribe(
+    audio: Annotated[Path, typer.Argument(help="Audio file (wav, flac, mp3, ogg, m4a, opus, webm).")],
+    features: Annotated[
+        str | None,
+        typer.Option(help="Comma list: raw_transcript,clean_transcript,summary,enhancement_metrics."),
+    ] = None,
+    template: Annotated[str | None, typer.Option(help="Summary template id (see `maie templates`).")] = None,
+    asr_backend: Annotated[str | None, typer.Option(help="whisper | chunkformer.")] = None,
+    asr_model: Annotated[str | None, typer.Option(help="tiny.en, base, a name under MODELS_DIR or a dir.")] = None,
+    language: Annotated[str | None, typer.Option(help="Language code or 'auto'.")] = None,
+    beam_size: Annotated[int | None, typer.Option(help="Beam size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batched inference size; 0 = sequential.")] = None,
+    llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="LLM model (GGUF path, name or served model).")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    enhancement: Annotated[str | None, typer.Option(help="auto | always | never.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where result.json and exports go.")] = Path("maie-output"),
+) -> None:
+    """Transcribe (and optionally clean and summarize) one recording."""
+    from maie.runner.pipeline import run_pipeline
+    from maie.settings import get_settings
+
+    if not audio.is_file():
+        _fail(f"no such file: {audio}")
+    request = _build_request(
+        features, template, asr_backend, asr_model, language, beam_size, batch_size,
+        llm_backend, llm_model, llm_base_url, enhancement,
+    )
+    settings = get_settings()
+    task_id = str(uuid.uuid4())
+
+    def run(callback):  # type: ignore[no-untyped-def]
+        return run_pipeline(
+            audio, request, settings=settings, task_id=task_id,
+            progress=_stage_percent_callback(callback), work_dir=output_dir,
+        )
+
+    doc, exports = _progress_runner(run)
+    _finish(doc, exports, output_dir)
+
+
+@app.command()
+def summarize(
+    transcript: Annotated[Path, typer.Argument(help="A plain-text transcript.")],
+    template: Annotated[str, typer.Option(help="Summary template id (see `maie templates`).")],
+    llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="LLM model (GGUF path, name or served model).")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    enhancement: Annotated[str | None, typer.Option(help="auto | always | never (auto = never here).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where result.json goes.")] = Path("maie-output"),
+) -> None:
+    """Run the LLM stages on a transcript you already have."""
+    from maie.runner.pipeline import run_text_pipeline
+    from maie.settings import get_settings
+
+    if not transcript.is_file():
+        _fail(f"no such file: {transcript}")
+    try:
+        text = transcript.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        _fail(f"{transcript} is not UTF-8 text")
+        raise
+    if not text.strip():
+        _fail(f"{transcript} is empty")
+    request = _build_request(
+        "clean_transcript,summary" if enhancement == "always" else "summary",
+        template, llm_backend=llm_backend, llm_model=llm_model, llm_base_url=llm_base_url,
+        enhancement=enhancement,
+    )
+    settings = get_settings()
+
+    def run(callback):  # type: ignore[no-untyped-def]
+        return run_text_pipeline(
+            text, request, settings=settings, task_id=str(uuid.uuid4()),
+            progress=_stage_percent_callback(callback),
+        )
+
+    doc, exports = _progress_runner(run)
+    _finish(doc, exports, output_dir)
+
+
+def _finish(doc: ResultDocument, exports: dict[str, str], output_dir: Path) -> None:
+    _write_outputs(doc, exports, output_dir)
+    if doc.status is TaskStatus.FAILED:
+        _fail(f"{doc.error} (details: {output_dir / 'result.json'})", code=1)
+    _print_summary(doc, output_dir)
+
+
+@app.command()
+def templates() -> None:
+    """List the summary templates."""
+    from maie.settings import get_settings
+    from maie.templates import TemplateCatalog
+
+    catalog = TemplateCatalog(get_settings().templates_dir)
+    for t in catalog.list():
+        out.print(f"[bold]{t.template_id}[/]  {t.name} — {t.description}", highlight=False)
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List ASR and LLM backends and whether each is available here."""
+    from maie.catalog import list_models
+    from maie.settings import get_settings
+
+    items = list_models(get_settings())
+    if as_json:
+        out.print_json(json.dumps([m.model_dump() for m in items]))
+        return
+    for m in items:
+        mark = "[green]available[/]" if m.available else f"[yellow]unavailable[/] ({m.reason})"
+        out.print(f"[bold]{m.kind}/{m.backend_id}[/] {m.default_model or ''} — {mark}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default API_PORT).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Store, files and API key (default DATA_DIR).")] = None,
+) -> None:
+    """Start the REST API and the local executor (embedded mode)."""
+    from maie.api.server import serve as run_server
+
+    run_server(host=host, port=port, data_dir=data_dir)
+
+
+@app.command("operator")
+def operator_cmd(
+    namespace: Annotated[list[str] | None, typer.Option(help="Namespaces to watch (default: all).")] = None,
+) -> None:
+    """Run the kopf operator (uses the standard kubeconfig / in-cluster config)."""
+    from maie.operator.main import run
+
+    run(namespaces=namespace or [])
+
+
+@app.command("run-task")
+def run_task(
+    name: Annotated[str, typer.Argument(help="Transcription resource name.")],
+    namespace: Annotated[str, typer.Option(help="Its namespace.")] = "default",
+) -> None:
+    """Run one Transcription's pipeline (the runner Job's entrypoint)."""
+    from maie.runner.run_task import main as run_task_main
+
+    sys.exit(run_task_main(name=name, namespace=namespace))
+
+
+def main() -> None:
+    try:
+        app()
+    except MaieError as exc:
+        _fail(exc.message)
+
+
+if __name__ == "__main__":
+    main()

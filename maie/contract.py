@@ -1,0 +1,218 @@
+"""The shared contract: what a task asks for and the result document it produces.
+
+The result document is the one shape everyone sees: `maie transcribe` writes it as result.json,
+the runner stores it as results/{id}/result.json, and GET /v1/status/{id} returns it (plus the
+live stage and progress while the task runs). api, operator and runner all import it from here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from maie.settings import AsrBackendName, LlmBackendName
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    PREPROCESSING = "PREPROCESSING"
+    PROCESSING_ASR = "PROCESSING_ASR"
+    PROCESSING_LLM = "PROCESSING_LLM"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED)
+
+
+class Feature(StrEnum):
+    RAW_TRANSCRIPT = "raw_transcript"
+    CLEAN_TRANSCRIPT = "clean_transcript"
+    SUMMARY = "summary"
+    ENHANCEMENT_METRICS = "enhancement_metrics"
+
+
+DEFAULT_FEATURES: tuple[Feature, ...] = (Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY)
+
+
+# --------------------------------------------------------------------------------------
+# What a task asks for
+# --------------------------------------------------------------------------------------
+class AsrOptions(BaseModel):
+    """Per-task ASR choices; None = the deployment's setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: AsrBackendName | None = None
+    model: str | None = Field(None, max_length=512, description="Model name or local directory.")
+    language: str | None = Field(None, max_length=16, description="Language code; 'auto' or unset = detect.")
+    beam_size: int | None = Field(None, ge=1, le=20)
+    vad_filter: bool | None = None
+    vad_min_silence_ms: int | None = Field(None, ge=0, le=10000)
+    vad_speech_pad_ms: int | None = Field(None, ge=0, le=5000)
+    word_timestamps: bool | None = None
+    condition_on_previous_text: bool | None = None
+    batch_size: int | None = Field(None, ge=0, le=64, description="Batched inference; 0 = sequential.")
+
+    @field_validator("language")
+    @classmethod
+    def _auto(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() in {"", "auto"}:
+            return None
+        return value
+
+
+class GenerationOptions(BaseModel):
+    """Generation overrides for one LLM task; None = take the lower level."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, le=1000)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=3.0)
+
+
+class LlmOptions(GenerationOptions):
+    """Per-task LLM choices (both enhancement and summary)."""
+
+    backend: LlmBackendName | None = None
+    model: str | None = Field(None, max_length=512, description="Model name, GGUF file or directory.")
+    base_url: str | None = Field(None, max_length=512, description="OpenAI-compatible server URL.")
+    enhancement: Literal["auto", "always", "never"] | None = None
+
+
+class TaskRequest(BaseModel):
+    """Everything a task needs besides the audio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1)
+    template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    asr: AsrOptions = Field(default_factory=AsrOptions)
+    llm: LlmOptions = Field(default_factory=LlmOptions)
+
+    @field_validator("features")
+    @classmethod
+    def _dedupe(cls, value: list[Feature]) -> list[Feature]:
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _summary_needs_template(self) -> TaskRequest:
+        if Feature.SUMMARY in self.features and not self.template_id:
+            raise ValueError("template_id is required when 'summary' is among the features")
+        return self
+
+
+# --------------------------------------------------------------------------------------
+# What a task produces
+# --------------------------------------------------------------------------------------
+class AudioInfo(BaseModel):
+    format: str = Field(description="Container format, e.g. flac, ogg, wav.")
+    codec: str
+    duration: float = Field(description="Seconds.")
+    sample_rate: int
+    channels: int
+
+
+class Word(BaseModel):
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+    text: str
+    avg_logprob: float | None = None
+    words: list[Word] | None = None
+
+
+class AsrVersion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Backend: whisper | chunkformer.")
+    model_variant: str
+    model_path: str = Field(description="Local directory the model was loaded from.")
+    checkpoint_hash: str = Field(description="sha256 over the model's files.")
+    compute_type: str
+    device: str
+    decoding_params: dict[str, Any] = Field(description="Exact keyword arguments given to the decoder.")
+    inference: str = Field(description="sequential | batched | endless_decode …")
+    library_version: str | None = None
+
+
+class LlmVersion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Model name (file or served model).")
+    backend: str
+    model_path: str | None = None
+    checkpoint_hash: str | None
+    quantization: str | None = None
+    task: Literal["text_enhancement", "summarization"]
+    chat_template: str | None = None
+    thinking: bool = False
+    reasoning_parser: str | None = None
+    decoding_params: dict[str, Any] = Field(default_factory=dict)
+    structured_output: dict[str, Any] | None = None
+    library_version: str | None = None
+
+
+class Versions(BaseModel):
+    pipeline_version: str
+    asr_backend: AsrVersion | None = None
+    enhancement_llm: LlmVersion | None = None
+    summarization_llm: LlmVersion | None = None
+
+
+class Metrics(BaseModel):
+    input_duration_seconds: float | None = None
+    processing_time_seconds: float
+    rtf: float | None = Field(None, description="processing_time_seconds / input_duration_seconds.")
+    vad_coverage: float | None = Field(None, description="Share of the audio that VAD kept as speech.")
+    asr_confidence_avg: float | None = Field(None, description="Mean of exp(avg_logprob) over segments.")
+    edit_rate_cleaning: float | None = Field(None, description="Character edit rate raw → clean.")
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class Results(BaseModel):
+    raw_transcript: str | None = None
+    clean_transcript: str | None = None
+    summary: dict[str, Any] | None = None
+    enhancement_metrics: dict[str, Any] | None = None
+    segments: list[Segment] | None = None
+    language: str | None = None
+
+
+class ResultDocument(BaseModel):
+    """result.json, the runner's output and the API's status response."""
+
+    task_id: str
+    status: TaskStatus
+    progress: float | None = Field(None, ge=0, le=100, description="Percent, while running.")
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    request: TaskRequest | None = None
+    audio: AudioInfo | None = None
+    versions: Versions | None = None
+    metrics: Metrics | None = None
+    results: Results | None = None
+    exports: dict[str, str] = Field(default_factory=dict, description="Export name → file/key.")
+    error: str | None = None
+    error_code: str | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=False)

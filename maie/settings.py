@@ -1,0 +1,184 @@
+"""Every setting of MAIE, read from the environment and `.env` (upper-case names, no prefix).
+
+One flat `Settings` class, as in the reference plan, so every setting has exactly one env var:
+`MAX_QUEUE_DEPTH=10` sets `max_queue_depth`. `None` on a generation setting means "take the lower
+level" (the model's generation_config.json, then the library default), never "zero".
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AsrBackendName = Literal["whisper", "chunkformer"]
+LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
+
+# The project root (for the shipped templates/ folder when running from a checkout).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- system -------------------------------------------------------------------------
+    pipeline_version: str = Field("1.0.0", description="Version recorded in every result (reproducibility).")
+    environment: Literal["development", "production"] = Field(
+        "development", description="production = JSON logs, no debug details in errors."
+    )
+    debug: bool = Field(False, description="Debug logging and error details (tracebacks) in API errors.")
+    mode: Literal["embedded", "kubernetes"] = Field(
+        "embedded", description="embedded = one machine (SQLite + local files); kubernetes = CRs + S3."
+    )
+    secret_api_key: SecretStr | None = Field(
+        None,
+        description="X-API-Key clients must send. Unset in embedded mode: generated on first start "
+        "and stored in DATA_DIR/api-key (mode 0600).",
+    )
+
+    # --- API server ---------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Bind address of `maie serve`.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of `maie serve`.")
+    max_file_size_mb: int = Field(500, ge=1, description="Largest accepted upload, checked while streaming.")
+    max_queue_depth: int = Field(50, ge=1, description="Unfinished tasks above which POST /v1/process gives 429.")
+    upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
+
+    # --- paths --------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
+    models_dir: Path = Field(Path("data/models"), description="Production model weights (download_models.sh).")
+    templates_dir: Path = Field(
+        PROJECT_ROOT / "templates", description="JSON Schema templates and templates/prompts/*.jinja."
+    )
+    cache_dir: Path | None = Field(
+        None, description="Joined model files and checksum cache. Default: DATA_DIR/cache."
+    )
+
+    # --- executor / jobs ----------------------------------------------------------------
+    max_concurrent_tasks: int = Field(1, ge=1, le=16, description="Tasks run at once by the embedded executor.")
+    job_timeout: int = Field(3600, ge=10, description="Seconds one task may run before it is failed.")
+    max_attempts: int = Field(3, ge=1, le=10, description="Runs of one task (after crashes) before FAILED.")
+    result_ttl: int = Field(86400, ge=60, description="Seconds finished results and their files are kept.")
+    heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between executor heartbeats.")
+
+    # --- ASR: common --------------------------------------------------------------------
+    asr_backend: AsrBackendName = Field("whisper", description="ASR backend: whisper | chunkformer.")
+    asr_language: str | None = Field(None, description="Language code, or unset/auto to detect.")
+    asr_word_timestamps: bool = Field(False, description="Word-level timestamps where supported.")
+    asr_punctuates: bool | None = Field(
+        None, description="Override the model's punctuation capability (decides the enhancement stage)."
+    )
+
+    # --- ASR: whisper (faster-whisper) --------------------------------------------------
+    whisper_model_variant: str = Field(
+        "tiny.en", description="tiny.en / base (bundled), a name under MODELS_DIR, or a CTranslate2 directory."
+    )
+    whisper_device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="cpu | cuda | auto.")
+    whisper_compute_type: str = Field(
+        "int8", description="int8 (CPU), float16 / int8_float16 (GPU), or default."
+    )
+    whisper_beam_size: int = Field(5, ge=1, le=20, description="Beam size.")
+    whisper_vad_filter: bool = Field(True, description="Silero VAD before decoding.")
+    whisper_vad_min_silence_ms: int = Field(500, ge=0, description="VAD min_silence_duration_ms.")
+    whisper_vad_speech_pad_ms: int = Field(400, ge=0, description="VAD speech_pad_ms.")
+    whisper_condition_on_previous_text: bool = Field(True, description="Condition on previous text.")
+    whisper_batch_size: int = Field(
+        4, ge=0, le=64, description="faster-whisper batched inference batch size; 0 = plain sequential."
+    )
+    whisper_cpu_threads: int = Field(0, ge=0, description="CTranslate2 CPU threads; 0 = all cores.")
+
+    # --- ASR: chunkformer ---------------------------------------------------------------
+    chunkformer_model_name: str = Field(
+        "khanhld/chunkformer-large-vie", description="Directory under MODELS_DIR or a local path."
+    )
+    chunkformer_device: Literal["cpu", "cuda", "auto"] = Field("auto", description="cpu | cuda | auto.")
+    chunkformer_chunk_size: int = Field(64, ge=4, description="Chunk size in frames.")
+    chunkformer_left_context: int = Field(128, ge=0, description="Left context frames.")
+    chunkformer_right_context: int = Field(128, ge=0, description="Right context frames.")
+    chunkformer_total_batch_duration: int = Field(14400, ge=1, description="Seconds of audio per batch.")
+    chunkformer_return_timestamps: bool = Field(True, description="Segment timestamps.")
+
+    # --- LLM: shared --------------------------------------------------------------------
+    llm_backend: LlmBackendName = Field("llama_cpp", description="llama_cpp | openai | vllm.")
+    enhancement_mode: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto = only for ASR models that do not punctuate."
+    )
+    llm_n_ctx: int = Field(8192, ge=512, description="llama.cpp context window (tokens).")
+    llm_n_gpu_layers: int = Field(0, ge=-1, description="llama.cpp layers on GPU (-1 = all).")
+    llm_threads: int | None = Field(None, ge=1, description="llama.cpp threads; unset = library default.")
+    llm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory fraction.")
+    llm_max_model_len: int = Field(32768, ge=512, description="vLLM context window.")
+    llm_summary_max_retries: int = Field(2, ge=0, le=5, description="Retries on invalid summary output.")
+    llm_chunk_tokens: int | None = Field(
+        None, ge=256, description="Transcript tokens per map chunk; unset = derived from the context."
+    )
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://host:8000/v1.")
+    openai_api_key: SecretStr | None = Field(None, description="Key for the OpenAI-compatible server.")
+    openai_timeout: float = Field(120.0, gt=0, description="Seconds per request to the server.")
+    openai_max_retries: int = Field(3, ge=0, le=10, description="Retries on transient server errors.")
+
+    # --- LLM: enhancement task (None = model default) ----------------------------------
+    llm_enhancement_model: str | None = Field(None, description="Model; unset = bundled SmolLM2 GGUF.")
+    llm_enhancement_temperature: float | None = Field(None, ge=0.0, le=2.0)
+    llm_enhancement_top_p: float | None = Field(None, gt=0.0, le=1.0)
+    llm_enhancement_top_k: int | None = Field(None, ge=0)
+    llm_enhancement_max_tokens: int | None = Field(None, ge=1)
+    llm_enhancement_repetition_penalty: float | None = Field(None, gt=0.0)
+
+    # --- LLM: summary task (None = model default) --------------------------------------
+    llm_summary_model: str | None = Field(None, description="Model; unset = bundled SmolLM2 GGUF.")
+    llm_summary_temperature: float | None = Field(None, ge=0.0, le=2.0)
+    llm_summary_top_p: float | None = Field(None, gt=0.0, le=1.0)
+    llm_summary_top_k: int | None = Field(None, ge=0)
+    llm_summary_max_tokens: int | None = Field(None, ge=1)
+    llm_summary_repetition_penalty: float | None = Field(None, gt=0.0)
+
+    # --- object storage (kubernetes mode) ---------------------------------------------
+    s3_endpoint: str = Field("minio:9000", description="host:port of the S3 API.")
+    s3_bucket: str = Field("maie", min_length=3, description="Bucket for audio/ and results/.")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key.")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_secure: bool = Field(False, description="Use TLS to reach S3.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+
+    # --- kubernetes mode ----------------------------------------------------------------
+    namespace: str = Field("default", description="Namespace where the API creates Transcriptions.")
+
+    @field_validator("asr_language", mode="before")
+    @classmethod
+    def _auto_language(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"", "auto", "none"}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if self.cache_dir is None:
+            self.cache_dir = self.data_dir / "cache"
+        return self
+
+    # --- helpers ------------------------------------------------------------------------
+    @property
+    def cache_path(self) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir
+
+    def template_schema_path(self, template_id: str) -> Path:
+        return self.templates_dir / f"{template_id}.json"
+
+    def prompt_path(self, name: str) -> Path:
+        return self.templates_dir / "prompts" / f"{name}.jinja"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached: read the environment once)."""
+    return Settings()
