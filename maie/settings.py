@@ -152,6 +152,21 @@ class Settings(BaseSettings):
     # --- kubernetes mode ----------------------------------------------------------------
     namespace: str = Field("default", description="Namespace where the API creates Transcriptions.")
 
+    # --- production backends: chunkformer, openai, vllm (issue 5) ----------------------
+    chunkformer_max_silence_duration: float = Field(
+        0.5, gt=0, description="Silence (s) that ends a ChunkFormer timestamped segment."
+    )
+    openai_response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="Structured output sent to the server: json_schema (vLLM, llama.cpp, OpenAI), "
+        "json_object (JSON mode only), none (validation upstream only).",
+    )
+    vllm_enable_thinking: bool = Field(False, description="Chat template enable_thinking (Qwen3-style).")
+    vllm_reasoning_parser: str | None = Field(None, description="Reasoning parser name recorded in versions.")
+    vllm_quantization: str | None = Field(None, description="vLLM quantization (awq, gptq, fp8); unset = auto.")
+    vllm_dtype: str = Field("auto", description="vLLM dtype: auto | float16 | bfloat16.")
+    vllm_enforce_eager: bool = Field(False, description="Skip CUDA graph capture (faster start, slower run).")
+
     @field_validator("asr_language", mode="before")
     @classmethod
     def _auto_language(cls, value: object) -> object:
