@@ -1,0 +1,376 @@
+"""The `Transcription` custom resource (maie.io/v1alpha1): spec and status as Pydantic models.
+
+The one shared shape for the api (creates resources), the operator (creates Jobs, mirrors their
+state) and the runner (reads the spec, reports stages). Field names are camelCase on the wire, as
+Kubernetes conventions ask; in Python they are the snake_case names of `maie.contract`, so a spec
+converts to a `TaskRequest` (and back) without a field map. crds/transcription.yaml is the
+validating schema of the same shape; tests keep the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from maie.contract import (
+    AsrOptions,
+    Feature,
+    LlmOptions,
+    ResultDocument,
+    TaskRequest,
+    TaskStatus,
+    utcnow,
+)
+
+GROUP = "maie.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Transcription"
+PLURAL = "transcriptions"
+SHORT_NAME = "tx"
+
+# Labels on Jobs and pods that link them back to their resource.
+LABEL_TRANSCRIPTION = "maie.io/transcription"
+LABEL_TASK_ID = "maie.io/task-id"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "maie-operator"
+
+# Runner exit codes: the Job's podFailurePolicy fails the Job at once on TASK_FAILED (bad input,
+# missing model: retrying cannot help) and lets the Job's backoff retry on anything else.
+EXIT_OK = 0
+EXIT_RETRYABLE = 1
+EXIT_TASK_FAILED = 2
+
+_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class Phase(StrEnum):
+    """For people and `kubectl get tx`; conditions carry the detail."""
+
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ConditionType(StrEnum):
+    ACCEPTED = "Accepted"
+    QUEUED = "Queued"
+    JOB_CREATED = "JobCreated"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class DeletionPolicy(StrEnum):
+    """What the finalizer removes from object storage when the resource is deleted."""
+
+    DELETE = "Delete"  # audio/{id}/ and results/{id}/
+    DELETE_AUDIO = "DeleteAudio"  # only the uploaded audio; results stay
+    RETAIN = "Retain"
+
+
+def _prune(value: Any) -> Any:
+    """Drop empty dicts left by exclude_none (e.g. `job: {}`), so manifests stay minimal."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v != {}}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The camelCase JSON shape, unset fields left out (what goes to the API server)."""
+        return _prune(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+# --------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------
+class AudioSource(_Camel):
+    uri: str = Field(
+        pattern=r"^(s3|https?)://\S+$",
+        max_length=2048,
+        description="s3://bucket/key (read with the S3 settings) or an http(s) URL.",
+    )
+
+
+class AsrSpec(AsrOptions):
+    """`maie.contract.AsrOptions` with camelCase names (beamSize, vadFilter, wordTimestamps …)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
+    )
+
+
+class LlmSpec(LlmOptions):
+    """`maie.contract.LlmOptions` with camelCase names (topP, maxTokens, baseUrl …)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
+    )
+
+
+class JobOverrides(_Camel):
+    """Per-resource overrides of the operator's Job settings; unset = the operator's setting."""
+
+    gpu_count: int | None = Field(None, ge=0, le=8)
+    active_deadline_seconds: int | None = Field(None, ge=10)
+    backoff_limit: int | None = Field(None, ge=0, le=10)
+    ttl_seconds_after_finished: int | None = Field(None, ge=0)
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    runtime_class_name: str | None = Field(None, max_length=253)
+    priority_class_name: str | None = Field(None, max_length=253)
+    resources: dict[str, dict[str, str | int]] | None = None
+
+
+class TranscriptionSpec(_Camel):
+    audio: AudioSource
+    features: list[Feature] = Field(
+        default_factory=lambda: [Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY], min_length=1, max_length=4
+    )
+    template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    asr: AsrSpec = Field(default_factory=AsrSpec)
+    llm: LlmSpec = Field(default_factory=LlmSpec)
+    task_id: str | None = Field(
+        None, pattern=TASK_ID_PATTERN, description="Storage id; unset = the resource's uid."
+    )
+    deletion_policy: DeletionPolicy | None = None
+    job: JobOverrides = Field(default_factory=JobOverrides)
+
+    @model_validator(mode="after")
+    def _summary_needs_template(self) -> TranscriptionSpec:
+        if Feature.SUMMARY in self.features and not self.template_id:
+            raise ValueError("templateId is required when 'summary' is among the features")
+        return self
+
+    def to_task_request(self) -> TaskRequest:
+        return TaskRequest(
+            features=list(self.features),
+            template_id=self.template_id,
+            asr=AsrOptions.model_validate(self.asr.model_dump(by_alias=False)),
+            llm=LlmOptions.model_validate(self.llm.model_dump(by_alias=False)),
+        )
+
+    @classmethod
+    def from_task_request(
+        cls, request: TaskRequest, *, audio_uri: str, task_id: str | None = None
+    ) -> TranscriptionSpec:
+        return cls(
+            audio=AudioSource(uri=audio_uri),
+            features=list(request.features),
+            template_id=request.template_id,
+            asr=AsrSpec.model_validate(request.asr.model_dump()),
+            llm=LlmSpec.model_validate(request.llm.model_dump()),
+            task_id=task_id,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------
+class Condition(_Camel):
+    """metav1.Condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field("", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = None
+
+
+class StatusMetrics(_Camel):
+    """`maie.contract.Metrics` in camelCase (printer columns read processingTimeSeconds and rtf)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", serialize_by_alias=True
+    )
+
+    input_duration_seconds: float | None = None
+    processing_time_seconds: float | None = None
+    rtf: float | None = None
+    vad_coverage: float | None = None
+    asr_confidence_avg: float | None = None
+    edit_rate_cleaning: float | None = None
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class TranscriptionStatus(_Camel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", serialize_by_alias=True
+    )
+
+    phase: Phase | None = None
+    stage: TaskStatus | None = None
+    progress: float | None = Field(None, ge=0, le=100)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    task_id: str | None = None
+    job_name: str | None = None
+    attempts: int | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    versions: dict[str, Any] | None = Field(None, description="result.json's versions, as is.")
+    metrics: StatusMetrics | None = None
+    result_uri: str | None = None
+    exports: dict[str, str] | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def set_condition(
+        self,
+        type_: str,
+        status: bool | Literal["Unknown"],
+        reason: str,
+        message: str = "",
+        *,
+        generation: int | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Upsert a condition; lastTransitionTime moves only when status flips. True if changed."""
+        value: Literal["True", "False", "Unknown"] = (
+            "Unknown" if status == "Unknown" else ("True" if status else "False")
+        )
+        old = self.condition(type_)
+        if old is not None and (old.status, old.reason, old.message) == (value, reason, message):
+            return False
+        new = Condition(
+            type=type_,
+            status=value,
+            reason=reason,
+            message=message[:32768],
+            last_transition_time=(
+                old.last_transition_time if old and old.status == value else (now or utcnow()).replace(microsecond=0)
+            ),
+            observed_generation=generation,
+        )
+        self.conditions = [new if c.type == type_ else c for c in self.conditions] if old else [
+            *self.conditions,
+            new,
+        ]
+        return True
+
+
+class Transcription(_Camel):
+    """A whole resource as read from the API server."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", serialize_by_alias=True
+    )
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: TranscriptionSpec
+    status: TranscriptionStatus = Field(default_factory=TranscriptionStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+    @property
+    def task_id(self) -> str:
+        """Where its objects live: spec.taskId (the API's uuid), else the uid, else the name."""
+        return self.spec.task_id or str(self.metadata.get("uid") or self.name)
+
+
+# --------------------------------------------------------------------------------------
+# helpers shared by api, operator and runner
+# --------------------------------------------------------------------------------------
+def resource_name_for_task(task_id: str) -> str:
+    """The deterministic resource name the API gives a task (no generateName: retries are safe)."""
+    return dns_label(f"tx-{task_id}")
+
+
+def dns_label(value: str, max_len: int = 63) -> str:
+    """A valid DNS-1123 label; long values keep a hash suffix so they stay unique."""
+    clean = _DNS_LABEL.sub("-", value.lower()).strip("-") or "x"
+    if len(clean) <= max_len:
+        return clean
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{clean[: max_len - 9].rstrip('-')}-{digest}"
+
+
+def job_name_for(resource_name: str) -> str:
+    """The one Job name of a resource: deterministic, so a second create is a 409, never a 2nd Job."""
+    return dns_label(f"{resource_name}-run")
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key → (bucket, key)."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URI needs a bucket and a key: {uri}")
+    return bucket, key
+
+
+def status_from_document(doc: ResultDocument, *, result_uri: str | None) -> TranscriptionStatus:
+    """What the runner copies from result.json into status when a task ends."""
+    phase = Phase.SUCCEEDED if doc.status is TaskStatus.COMPLETE else Phase.FAILED
+    return TranscriptionStatus(
+        phase=phase,
+        stage=doc.status,
+        progress=100.0 if phase is Phase.SUCCEEDED else None,
+        task_id=doc.task_id,
+        started_at=doc.started_at,
+        completed_at=doc.completed_at or datetime.now(UTC),
+        versions=doc.versions.model_dump(mode="json") if doc.versions else None,
+        metrics=StatusMetrics.model_validate(doc.metrics.model_dump(by_alias=False)) if doc.metrics else None,
+        result_uri=result_uri,
+        exports=dict(doc.exports) or None,
+        error=doc.error,
+        error_code=doc.error_code,
+    )
+
+
+def live_document(resource: Transcription, stored: ResultDocument | None = None) -> ResultDocument:
+    """The API's view of a task: the stored result.json when there is one, else the live status."""
+    status = resource.status
+    if stored is not None:
+        if status.phase is Phase.FAILED and stored.status is not TaskStatus.FAILED:
+            stored = stored.model_copy(update={"status": TaskStatus.FAILED, "error": status.error})
+        return stored
+    stage = status.stage or TaskStatus.PENDING
+    if status.phase is Phase.FAILED:
+        stage = TaskStatus.FAILED
+    return ResultDocument(
+        task_id=resource.task_id,
+        status=stage,
+        progress=status.progress,
+        submitted_at=status.submitted_at,
+        started_at=status.started_at,
+        completed_at=status.completed_at,
+        request=resource.spec.to_task_request(),
+        error=status.error,
+        error_code=status.error_code,
+    )
