@@ -167,6 +167,47 @@ class Settings(BaseSettings):
     vllm_dtype: str = Field("auto", description="vLLM dtype: auto | float16 | bfloat16.")
     vllm_enforce_eager: bool = Field(False, description="Skip CUDA graph capture (faster start, slower run).")
 
+    # --- kubernetes operator and runner Jobs (issue 4); dicts/lists are JSON in the env --------
+    operator_runner_image: str = Field("ghcr.io/maie/maie-runner:1.0.0", description="Runner Job image.")
+    operator_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="Runner image pull policy."
+    )
+    operator_image_pull_secrets: list[str] = Field(default_factory=list, description="Pull secret names.")
+    operator_service_account: str = Field("maie-runner", description="Runner Jobs' service account.")
+    operator_gpu_count: int = Field(1, ge=0, le=8, description="GPUs per runner Job; 0 = CPU cluster.")
+    operator_gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")
+    operator_node_selector: dict[str, str] = Field(default_factory=dict, description="Runner nodeSelector.")
+    operator_tolerations: list[dict[str, object]] = Field(
+        default_factory=list, description="Runner tolerations (Kubernetes shape)."
+    )
+    operator_runtime_class: str | None = Field(None, description="Runner runtimeClassName, e.g. nvidia.")
+    operator_priority_class: str | None = Field(None, description="Runner priorityClassName.")
+    operator_resources: dict[str, dict[str, str | int]] = Field(
+        default_factory=dict, description="Runner container requests/limits; the GPU limit is added."
+    )
+    operator_ttl_seconds_after_finished: int = Field(
+        3600, ge=0, description="Finished Jobs are removed after this (status is copied first)."
+    )
+    operator_max_concurrent_jobs: int = Field(
+        4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."
+    )
+    operator_queue_retry_seconds: float = Field(10.0, gt=0, description="How often a Queued resource retries.")
+    operator_deletion_policy: Literal["Delete", "DeleteAudio", "Retain"] = Field(
+        "Delete", description="What deleting a Transcription removes from S3 (its audio/ and results/)."
+    )
+    operator_s3_secret: str | None = Field(
+        "maie-s3", description="Secret with S3_ACCESS_KEY / S3_SECRET_KEY for runner Jobs."
+    )
+    operator_runner_config_map: str | None = Field(
+        "maie-runner", description="ConfigMap of runner settings (env), optional in the Job."
+    )
+    operator_models_pvc: str | None = Field(None, description="PVC with the models, mounted at MODELS_DIR.")
+    operator_models_host_path: str | None = Field(None, description="hostPath with the models (no PVC).")
+    operator_runner_models_dir: str = Field("/models", description="MODELS_DIR inside runner Jobs.")
+    runner_status_interval: float = Field(
+        5.0, gt=0, description="Seconds between the runner's progress patches (stage changes go at once)."
+    )
+
     @field_validator("asr_language", mode="before")
     @classmethod
     def _auto_language(cls, value: object) -> object:
