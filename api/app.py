@@ -1,0 +1,60 @@
+"""The FastAPI application: routers, auth, error handlers and the task backend's lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from maie.api.auth import resolve_api_key
+from maie.api.backends import TaskBackend, create_backend
+from maie.api.errors import install_error_handlers
+from maie.api.middleware import RequestContextMiddleware
+from maie.api.routers import discovery, health, process, status
+
+from maie.settings import Settings, get_settings
+
+DESCRIPTION = """\
+Upload a recording, poll its status, read the raw transcript, clean transcript and structured summary,
+with the versions and metrics of the run. Every `/v1` route needs the `X-API-Key` header;
+`/health` and these docs are public. Errors are `{"detail": "...", "code": "..."}`.
+"""
+
+
+def create_app(settings: Settings | None = None, backend: TaskBackend | None = None) -> FastAPI:
+    """Build the app; the backend starts with the server (lifespan) and stops with it."""
+    settings = settings or get_settings()
+    api_key, key_path = resolve_api_key(settings)
+    task_backend = backend or create_backend(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await task_backend.start()
+        try:
+            yield
+        finally:
+            await task_backend.stop()
+
+    app = FastAPI(
+        title="MAIE",
+        version=settings.pipeline_version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        debug=False,  # our own handler decides what an error shows (settings.debug)
+    )
+    app.state.settings = settings
+    app.state.backend = task_backend
+    app.state.api_key = api_key
+    app.state.api_key_path = key_path
+    install_error_handlers(app, debug=settings.debug)
+    app.add_middleware(RequestContextMiddleware)
+    for module in (process, status, discovery, health):
+        app.include_router(module.router)
+    return app
+
+
+def api_key_location(app: FastAPI) -> Path | None:
+    """Where the generated key is stored (None when SECRET_API_KEY was given)."""
+    path: Path | None = app.state.api_key_path
+    return path
