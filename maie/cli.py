@@ -111,7 +111,7 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
         tasks: dict[TaskStatus, int] = {}
         current: list[TaskStatus] = []
 
-        def callback(stage: TaskStatus, percent: float) -> None:
+        def callback(stage: TaskStatus, fraction: float) -> None:
             if stage.finished:
                 for t in tasks.values():
                     bar.update(t, completed=100)
@@ -121,7 +121,7 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
                     bar.update(t, completed=100)
                 tasks[stage] = bar.add_task(labels.get(stage, stage.value), total=100)
                 current.append(stage)
-            bar.update(tasks[stage], completed=max(0.0, min(100.0, percent)))
+            bar.update(tasks[stage], completed=max(0.0, min(100.0, 100.0 * fraction)))
 
         return run(callback)
 
@@ -130,16 +130,6 @@ def _force_progress() -> bool:
     import os
 
     return os.environ.get("MAIE_PROGRESS", "") == "1"
-
-
-def _stage_percent_callback(callback):  # type: ignore[no-untyped-def]
-    """The pipeline reports percent of the whole task; show percent within each stage instead."""
-    from maie.runner.progress import stage_local_percent
-
-    def inner(stage: TaskStatus, percent: float) -> None:
-        callback(stage, stage_local_percent(stage, percent))
-
-    return inner
 
 
 def _write_outputs(doc: ResultDocument, exports: dict[str, str], output_dir: Path) -> None:
@@ -178,12 +168,16 @@ def transcribe(
     ] = None,
     template: Annotated[str | None, typer.Option(help="Summary template id (see `maie templates`).")] = None,
     asr_backend: Annotated[str | None, typer.Option(help="whisper | chunkformer.")] = None,
-    asr_model: Annotated[str | None, typer.Option(help="tiny.en, base, a name under MODELS_DIR or a dir.")] = None,
+    asr_model: Annotated[
+        str | None, typer.Option(help="tiny.en, base, a name under MODELS_DIR or a dir.")
+    ] = None,
     language: Annotated[str | None, typer.Option(help="Language code or 'auto'.")] = None,
     beam_size: Annotated[int | None, typer.Option(help="Beam size.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batched inference size; 0 = sequential.")] = None,
     llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="LLM model (GGUF path, name or served model).")] = None,
+    llm_model: Annotated[
+        str | None, typer.Option(help="LLM model (GGUF path, name or served model).")
+    ] = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     enhancement: Annotated[str | None, typer.Option(help="auto | always | never.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result.json and exports go.")] = Path("maie-output"),
@@ -195,16 +189,29 @@ def transcribe(
     if not audio.is_file():
         _fail(f"no such file: {audio}")
     request = _build_request(
-        features, template, asr_backend, asr_model, language, beam_size, batch_size,
-        llm_backend, llm_model, llm_base_url, enhancement,
+        features,
+        template,
+        asr_backend,
+        asr_model,
+        language,
+        beam_size,
+        batch_size,
+        llm_backend,
+        llm_model,
+        llm_base_url,
+        enhancement,
     )
     settings = get_settings()
     task_id = str(uuid.uuid4())
 
     def run(callback):  # type: ignore[no-untyped-def]
         return run_pipeline(
-            audio, request, settings=settings, task_id=task_id,
-            progress=_stage_percent_callback(callback), work_dir=output_dir,
+            audio,
+            request,
+            settings=settings,
+            task_id=task_id,
+            stage_progress=callback,
+            work_dir=output_dir,
         )
 
     doc, exports = _progress_runner(run)
@@ -216,9 +223,13 @@ def summarize(
     transcript: Annotated[Path, typer.Argument(help="A plain-text transcript.")],
     template: Annotated[str, typer.Option(help="Summary template id (see `maie templates`).")],
     llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="LLM model (GGUF path, name or served model).")] = None,
+    llm_model: Annotated[
+        str | None, typer.Option(help="LLM model (GGUF path, name or served model).")
+    ] = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
-    enhancement: Annotated[str | None, typer.Option(help="auto | always | never (auto = never here).")] = None,
+    enhancement: Annotated[
+        str | None, typer.Option(help="auto | always | never (auto = never here).")
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result.json goes.")] = Path("maie-output"),
 ) -> None:
     """Run the LLM stages on a transcript you already have."""
@@ -236,15 +247,21 @@ def summarize(
         _fail(f"{transcript} is empty")
     request = _build_request(
         "clean_transcript,summary" if enhancement == "always" else "summary",
-        template, llm_backend=llm_backend, llm_model=llm_model, llm_base_url=llm_base_url,
+        template,
+        llm_backend=llm_backend,
+        llm_model=llm_model,
+        llm_base_url=llm_base_url,
         enhancement=enhancement,
     )
     settings = get_settings()
 
     def run(callback):  # type: ignore[no-untyped-def]
         return run_text_pipeline(
-            text, request, settings=settings, task_id=str(uuid.uuid4()),
-            progress=_stage_percent_callback(callback),
+            text,
+            request,
+            settings=settings,
+            task_id=str(uuid.uuid4()),
+            stage_progress=callback,
         )
 
     doc, exports = _progress_runner(run)
@@ -288,7 +305,9 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default API_PORT).")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Store, files and API key (default DATA_DIR).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Store, files and API key (default DATA_DIR).")
+    ] = None,
 ) -> None:
     """Start the REST API and the local executor (embedded mode)."""
     from maie.api.server import serve as run_server

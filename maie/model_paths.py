@@ -85,7 +85,9 @@ def resolve_whisper_model(name: str, settings: Settings) -> Path:
         if (path / "model.bin").is_file():
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates[1:])
-    raise ModelNotFoundError(f"whisper model '{name}' not found (looked for model.bin in {looked}); {DOWNLOAD_HINT}")
+    raise ModelNotFoundError(
+        f"whisper model '{name}' not found (looked for model.bin in {looked}); {DOWNLOAD_HINT}"
+    )
 
 
 def resolve_gguf(name: str | None, settings: Settings) -> Path:

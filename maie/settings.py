@@ -49,12 +49,16 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Bind address of `maie serve`.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of `maie serve`.")
     max_file_size_mb: int = Field(500, ge=1, description="Largest accepted upload, checked while streaming.")
-    max_queue_depth: int = Field(50, ge=1, description="Unfinished tasks above which POST /v1/process gives 429.")
+    max_queue_depth: int = Field(
+        50, ge=1, description="Unfinished tasks above which POST /v1/process gives 429."
+    )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
     # --- paths --------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
-    models_dir: Path = Field(Path("data/models"), description="Production model weights (download_models.sh).")
+    models_dir: Path = Field(
+        Path("data/models"), description="Production model weights (download_models.sh)."
+    )
     templates_dir: Path = Field(
         PROJECT_ROOT / "templates", description="JSON Schema templates and templates/prompts/*.jinja."
     )
@@ -63,7 +67,9 @@ class Settings(BaseSettings):
     )
 
     # --- executor / jobs ----------------------------------------------------------------
-    max_concurrent_tasks: int = Field(1, ge=1, le=16, description="Tasks run at once by the embedded executor.")
+    max_concurrent_tasks: int = Field(
+        1, ge=1, le=16, description="Tasks run at once by the embedded executor."
+    )
     job_timeout: int = Field(3600, ge=10, description="Seconds one task may run before it is failed.")
     max_attempts: int = Field(3, ge=1, le=10, description="Runs of one task (after crashes) before FAILED.")
     result_ttl: int = Field(86400, ge=60, description="Seconds finished results and their files are kept.")
@@ -79,7 +85,8 @@ class Settings(BaseSettings):
 
     # --- ASR: whisper (faster-whisper) --------------------------------------------------
     whisper_model_variant: str = Field(
-        "tiny.en", description="tiny.en / base (bundled), a name under MODELS_DIR, or a CTranslate2 directory."
+        "tiny.en",
+        description="tiny.en / base (bundled), a name under MODELS_DIR, or a CTranslate2 directory.",
     )
     whisper_device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="cpu | cuda | auto.")
     whisper_compute_type: str = Field(
@@ -120,7 +127,9 @@ class Settings(BaseSettings):
     llm_chunk_tokens: int | None = Field(
         None, ge=256, description="Transcript tokens per map chunk; unset = derived from the context."
     )
-    openai_base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://host:8000/v1.")
+    openai_base_url: str | None = Field(
+        None, description="OpenAI-compatible server, e.g. http://host:8000/v1."
+    )
     openai_api_key: SecretStr | None = Field(None, description="Key for the OpenAI-compatible server.")
     openai_timeout: float = Field(120.0, gt=0, description="Seconds per request to the server.")
     openai_max_retries: int = Field(3, ge=0, le=10, description="Retries on transient server errors.")
@@ -163,7 +172,9 @@ class Settings(BaseSettings):
     )
     vllm_enable_thinking: bool = Field(False, description="Chat template enable_thinking (Qwen3-style).")
     vllm_reasoning_parser: str | None = Field(None, description="Reasoning parser name recorded in versions.")
-    vllm_quantization: str | None = Field(None, description="vLLM quantization (awq, gptq, fp8); unset = auto.")
+    vllm_quantization: str | None = Field(
+        None, description="vLLM quantization (awq, gptq, fp8); unset = auto."
+    )
     vllm_dtype: str = Field("auto", description="vLLM dtype: auto | float16 | bfloat16.")
     vllm_enforce_eager: bool = Field(False, description="Skip CUDA graph capture (faster start, slower run).")
 
@@ -191,7 +202,9 @@ class Settings(BaseSettings):
     operator_max_concurrent_jobs: int = Field(
         4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."
     )
-    operator_queue_retry_seconds: float = Field(10.0, gt=0, description="How often a Queued resource retries.")
+    operator_queue_retry_seconds: float = Field(
+        10.0, gt=0, description="How often a Queued resource retries."
+    )
     operator_deletion_policy: Literal["Delete", "DeleteAudio", "Retain"] = Field(
         "Delete", description="What deleting a Transcription removes from S3 (its audio/ and results/)."
     )

@@ -264,14 +264,20 @@ class TranscriptionStatus(_Camel):
             reason=reason,
             message=message[:32768],
             last_transition_time=(
-                old.last_transition_time if old and old.status == value else (now or utcnow()).replace(microsecond=0)
+                old.last_transition_time
+                if old and old.status == value
+                else (now or utcnow()).replace(microsecond=0)
             ),
             observed_generation=generation,
         )
-        self.conditions = [new if c.type == type_ else c for c in self.conditions] if old else [
-            *self.conditions,
-            new,
-        ]
+        self.conditions = (
+            [new if c.type == type_ else c for c in self.conditions]
+            if old
+            else [
+                *self.conditions,
+                new,
+            ]
+        )
         return True
 
 

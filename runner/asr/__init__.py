@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from maie.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from maie.contract import AsrOptions
     from maie.runner.asr.base import AsrBackend
+
+    from maie.contract import AsrOptions
     from maie.settings import Settings
 
 ASR_BACKENDS: dict[str, str] = {

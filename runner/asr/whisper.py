@@ -1,0 +1,154 @@
+"""faster-whisper (CTranslate2) backend: sequential or batched inference, VAD, word timestamps.
+
+The model is loaded from a local directory only (bundled package, MODELS_DIR or a path); nothing
+is downloaded. `version().decoding_params` are the exact keyword arguments given to transcribe(),
+so `WhisperModel(model_path, device, compute_type).transcribe(audio, **decoding_params)` (or the
+BatchedInferencePipeline when `inference` is "batched") reproduces the run by hand.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from importlib.metadata import version as package_version
+from typing import Any
+
+from maie.runner.asr.base import AsrInput, AsrOutput
+
+from maie.catalog import cuda_available
+from maie.contract import AsrOptions, AsrVersion, Segment, Word
+from maie.model_paths import checkpoint_hash, resolve_whisper_model
+from maie.settings import Settings
+
+# Below this length batching cannot help (one 30 s window) and sequential decoding is exact.
+BATCH_MIN_SECONDS = 60.0
+
+
+class WhisperBackend:
+    name = "whisper"
+
+    def __init__(self, settings: Settings, options: AsrOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.model_variant = options.model or settings.whisper_model_variant
+        self.model_path = resolve_whisper_model(self.model_variant, settings)
+        device = settings.whisper_device
+        if device == "auto":
+            device = "cuda" if cuda_available() else "cpu"
+        self.device = device
+        self.compute_type = settings.whisper_compute_type
+        # Whisper writes cased, punctuated text; a deployment may override the flag.
+        self.punctuates = True if settings.asr_punctuates is None else settings.asr_punctuates
+        self._model: Any = None
+        self._decoding_params: dict[str, Any] = {}
+        self._inference = "sequential"
+        self._info: Any = None
+        self._segments_seen = 0
+
+    # ----------------------------------------------------------------------------------
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(self.model_path),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=self.settings.whisper_cpu_threads,
+            local_files_only=True,
+        )
+
+    def decoding_params(self, duration: float) -> tuple[str, dict[str, Any]]:
+        """(inference mode, the keyword arguments for transcribe()) for audio of this length."""
+        o, s = self.options, self.settings
+        vad_filter = s.whisper_vad_filter if o.vad_filter is None else o.vad_filter
+        params: dict[str, Any] = {
+            "language": o.language if o.language is not None else s.asr_language,
+            "beam_size": o.beam_size or s.whisper_beam_size,
+            "vad_filter": vad_filter,
+            "word_timestamps": s.asr_word_timestamps if o.word_timestamps is None else o.word_timestamps,
+        }
+        if vad_filter:
+            params["vad_parameters"] = {
+                "min_silence_duration_ms": o.vad_min_silence_ms
+                if o.vad_min_silence_ms is not None
+                else s.whisper_vad_min_silence_ms,
+                "speech_pad_ms": o.vad_speech_pad_ms
+                if o.vad_speech_pad_ms is not None
+                else s.whisper_vad_speech_pad_ms,
+            }
+        batch_size = s.whisper_batch_size if o.batch_size is None else o.batch_size
+        if batch_size > 1 and duration >= BATCH_MIN_SECONDS:
+            # Batched windows are decoded independently: previous-text conditioning does not apply.
+            params["batch_size"] = batch_size
+            return "batched", params
+        params["condition_on_previous_text"] = (
+            s.whisper_condition_on_previous_text
+            if o.condition_on_previous_text is None
+            else o.condition_on_previous_text
+        )
+        return "sequential", params
+
+    def transcribe(self, audio: AsrInput) -> Iterator[Segment]:
+        if self._model is None:
+            self.load()
+        self._inference, self._decoding_params = self.decoding_params(audio.duration)
+        if self._inference == "batched":
+            from faster_whisper import BatchedInferencePipeline
+
+            pipeline = BatchedInferencePipeline(model=self._model)
+            segments, self._info = pipeline.transcribe(audio.samples, **self._decoding_params)
+        else:
+            segments, self._info = self._model.transcribe(audio.samples, **self._decoding_params)
+        for seg in segments:  # a generator: decoding happens as we iterate
+            words = None
+            if seg.words:
+                words = [
+                    Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word, probability=w.probability)
+                    for w in seg.words
+                ]
+            yield Segment(
+                start=round(seg.start, 3),
+                end=round(seg.end, 3),
+                text=seg.text.strip(),
+                avg_logprob=seg.avg_logprob,
+                words=words,
+            )
+
+    def result_info(self) -> AsrOutput:
+        info = self._info
+        return AsrOutput(
+            segments=[],
+            language=getattr(info, "language", None),
+            language_probability=getattr(info, "language_probability", None),
+            duration=float(getattr(info, "duration", 0.0) or 0.0),
+            speech_duration=getattr(info, "duration_after_vad", None),
+        )
+
+    def version(self) -> AsrVersion:
+        return AsrVersion(
+            name=self.name,
+            model_variant=self.model_variant,
+            model_path=str(self.model_path),
+            checkpoint_hash=checkpoint_hash(self.model_path, self.settings),
+            compute_type=self.compute_type,
+            device=self.device,
+            decoding_params=self._decoding_params,
+            inference=self._inference,
+            library_version=f"faster-whisper {package_version('faster-whisper')}, "
+            f"ctranslate2 {package_version('ctranslate2')}",
+        )
+
+    def unload(self) -> None:
+        self._model = None
+        gc.collect()
+        if self.device == "cuda":
+            _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    try:
+        import torch
+
+        torch.cuda.empty_cache()
+    except Exception:
+        pass

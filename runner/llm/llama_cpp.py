@@ -1,0 +1,124 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on CPU or GPU, JSON-Schema-constrained output.
+
+With a schema, llama.cpp compiles it to a grammar, so every token is forced to keep the JSON
+valid against the schema's structure (types, required keys, maxItems, maxLength).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import re
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+from maie.runner.llm.base import ChatMessage, GenerationParams
+
+from maie.contract import LlmVersion
+from maie.errors import LlmError
+from maie.model_paths import checkpoint_hash, resolve_gguf
+from maie.settings import Settings
+
+# llama-cpp-python's own defaults for create_chat_completion (recorded when nothing overrides them).
+LIBRARY_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "repetition_penalty": 1.0}
+
+_QUANT = re.compile(r"\b(Q\d(?:_[A-Z0-9]+)*|F16|BF16|F32|IQ\d\w*)\b", re.IGNORECASE)
+
+
+class LlamaCppBackend:
+    name = "llama_cpp"
+    library_defaults = LIBRARY_DEFAULTS
+
+    def __init__(self, settings: Settings, *, model: str | None, base_url: str | None = None) -> None:
+        self.settings = settings
+        self.model_path = resolve_gguf(model, settings)
+        self.model_name = self.model_path.name
+        self.context_tokens = settings.llm_n_ctx
+        self._llm: Any = None
+
+    @property
+    def generation_config_path(self) -> Path | None:
+        """The model author's generation_config.json beside the GGUF file, if any."""
+        for candidate in (
+            self.model_path.with_suffix(".generation_config.json"),
+            self.model_path.parent / "generation_config.json",
+        ):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def load(self) -> None:
+        from llama_cpp import Llama
+
+        try:
+            self._llm = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.settings.llm_n_ctx,
+                n_threads=self.settings.llm_threads,
+                n_gpu_layers=self.settings.llm_n_gpu_layers,
+                seed=0,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise LlmError(f"llama.cpp could not load {self.model_path}: {exc}") from exc
+
+    def count_tokens(self, text: str) -> int:
+        assert self._llm is not None, "load() first"
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        json_schema: dict[str, Any] | None = None,
+    ) -> str:
+        assert self._llm is not None, "load() first"
+        kwargs: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "max_tokens": params.max_tokens,
+            "repeat_penalty": params.repetition_penalty,
+        }
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+        try:
+            out = self._llm.create_chat_completion(**kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise LlmError(f"llama.cpp generation failed: {exc}") from exc
+        return str(out["choices"][0]["message"]["content"] or "")
+
+    def version(self, task: str, params: GenerationParams, structured: dict[str, Any] | None) -> LlmVersion:
+        metadata: dict[str, str] = dict(getattr(self._llm, "metadata", {}) or {})
+        template = metadata.get("tokenizer.chat_template")
+        chat_template = None
+        if template:
+            digest = hashlib.sha256(template.encode()).hexdigest()[:16]
+            chat_template = f"gguf:tokenizer.chat_template sha256:{digest}"
+        match = _QUANT.search(self.model_name)
+        return LlmVersion(
+            name=self.model_name,
+            backend=self.name,
+            model_path=str(self.model_path),
+            checkpoint_hash=checkpoint_hash(self.model_path, self.settings),
+            quantization=match.group(1).upper() if match else metadata.get("general.file_type"),
+            task=task,  # type: ignore[arg-type]
+            chat_template=chat_template,
+            thinking=False,
+            reasoning_parser=None,
+            decoding_params={**params.as_dict(), "n_ctx": self.context_tokens, "seed": 0},
+            structured_output=structured,
+            library_version=f"llama-cpp-python {package_version('llama-cpp-python')}",
+        )
+
+    def unload(self) -> None:
+        if self._llm is not None:
+            try:
+                self._llm.close()
+            except Exception:
+                pass
+        self._llm = None
+        gc.collect()

@@ -1,0 +1,313 @@
+"""Stage 3b — a structured summary that validates against the template's JSON Schema.
+
+Decoding is constrained to the schema where the backend can; every answer is still parsed,
+validated with jsonschema and checked for content (no empty or placeholder text, no repeated
+sentences, words that come from the transcript), then retried (settings.llm_summary_max_retries)
+with a clear error at the end. Transcripts longer than the model's context are summarised in
+chunks (map) whose notes are merged (reduce), never truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import Environment
+from jsonschema import Draft202012Validator
+from maie.runner.llm.base import ChatMessage, GenerationParams, LlmBackend
+
+from maie.errors import SummaryError
+
+# Tokens kept free for the chat template's own wrapping around messages.
+_CHAT_OVERHEAD_TOKENS = 64
+# A 135M-class model writes better notes from a few thousand tokens than from its full context.
+_MAX_CHUNK_TOKENS = 3072
+_RETRY_TEMPERATURE_STEP = 0.3
+
+_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+_STOPWORDS = frozenset(
+    [
+        "that",
+        "this",
+        "with",
+        "from",
+        "have",
+        "were",
+        "they",
+        "their",
+        "there",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "will",
+        "would",
+        "about",
+        "after",
+        "also",
+        "been",
+        "being",
+        "could",
+        "into",
+        "more",
+        "most",
+        "some",
+        "such",
+        "than",
+        "then",
+        "them",
+        "these",
+        "those",
+        "very",
+        "your",
+        "just",
+        "like",
+        "well",
+        "really",
+        "think",
+        "know",
+        "going",
+        "yeah",
+        "okay",
+        "said",
+        "says",
+    ]
+)
+_JSONISH = re.compile(r"[{}<>\[\]]|\\\"|\"\s*[:,]")
+
+
+@dataclass
+class SummaryRun:
+    summary: dict[str, Any]
+    chunks: int = 1
+    calls: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS}
+
+
+def _strings(value: Any, path: str = "$") -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, f"{path}[{i}]")]
+    return []
+
+
+def tidy(value: Any) -> Any:
+    """Trim whitespace and drop exact duplicate list items (a small model's commonest slip)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, dict):
+        return {k: tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        seen: list[Any] = []
+        for item in (tidy(v) for v in value):
+            if item not in seen and item not in ("", {}, []):
+                seen.append(item)
+        return seen
+    return value
+
+
+def content_problems(summary: dict[str, Any], source_words: set[str]) -> list[str]:
+    """Reasons a schema-valid answer is still not a summary of this transcript."""
+    problems: list[str] = []
+    strings = _strings(summary)
+    for path, text in strings:
+        if text and not _WORD.search(text) and not re.search(r"[^\W\d_]{2,}", text):
+            problems.append(f"{path} has no words")
+        elif _JSONISH.search(text):
+            problems.append(f"{path} contains placeholder or JSON fragments")
+        sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
+        if len(sentences) != len(set(sentences)):
+            problems.append(f"{path} repeats a sentence")
+    written = content_words(" ".join(t for _, t in strings))
+    if written and not written & source_words:
+        problems.append("the summary shares no words with the transcript")
+    for key in ("title", "summary"):
+        text = summary.get(key)
+        if isinstance(text, str) and len(text) > 0 and not content_words(text) & source_words:
+            problems.append(f"$.{key} shares no words with the transcript")
+    return problems
+
+
+def estimate_output_tokens(schema: dict[str, Any]) -> int:
+    """An upper bound on the answer's tokens from the schema's own bounds (maxLength, maxItems)."""
+    kind = schema.get("type")
+    if kind == "string":
+        return int(schema.get("maxLength", 400)) // 3 + 4
+    if kind == "array":
+        return int(schema.get("maxItems", 8)) * (estimate_output_tokens(schema.get("items", {})) + 2) + 4
+    if kind == "object":
+        props = schema.get("properties", {})
+        return sum(estimate_output_tokens(p) + len(k) // 3 + 4 for k, p in props.items()) + 4
+    return 8
+
+
+def split_by_tokens(text: str, limit: int, count: Callable[[str], int]) -> list[str]:
+    """Consecutive chunks of at most `limit` tokens, cut between sentences (or words)."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    units: list[str] = []
+    for sentence in sentences:
+        if count(sentence) <= limit:
+            units.append(sentence)
+            continue
+        words = sentence.split()
+        step = max(1, int(len(words) * limit / max(count(sentence), 1) * 0.9))
+        units.extend(" ".join(words[i : i + step]) for i in range(0, len(words), step))
+    chunks: list[str] = []
+    current: list[str] = []
+    used = 0
+    for unit in units:
+        size = count(unit) + 1
+        if current and used + size > limit:
+            chunks.append(" ".join(current))
+            current, used = [], 0
+        current.append(unit)
+        used += size
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+class Summarizer:
+    """Runs the summary of one transcript with one loaded backend."""
+
+    def __init__(
+        self,
+        backend: LlmBackend,
+        params: GenerationParams,
+        env: Environment,
+        max_retries: int,
+        chunk_tokens: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.params = params
+        self.env = env
+        self.max_retries = max_retries
+        self.chunk_tokens = chunk_tokens
+        self.system = env.get_template("summary_system_v1.jinja").render().strip()
+        self.calls = 0
+        self.attempts: list[dict[str, Any]] = []
+
+    def _budget(self, prompt_name: str, schema: dict[str, Any], **context: Any) -> tuple[int, int]:
+        """(tokens left for the transcript, tokens reserved for the answer)."""
+        empty = self.env.get_template(prompt_name).render(transcript="", schema=schema, **context)
+        overhead = self.backend.count_tokens(self.system) + self.backend.count_tokens(empty)
+        answer = self.params.max_tokens or estimate_output_tokens(schema)
+        room = self.backend.context_tokens - overhead - answer - _CHAT_OVERHEAD_TOKENS
+        if room < 256:
+            raise SummaryError(
+                f"the model's context ({self.backend.context_tokens} tokens) is too small for this "
+                f"template's prompt and answer ({overhead + answer} tokens)"
+            )
+        return room, answer
+
+    def run(
+        self,
+        transcript: str,
+        template_id: str,
+        schema: dict[str, Any],
+        progress: Callable[[float], None] | None = None,
+    ) -> SummaryRun:
+        source_words = content_words(transcript)
+        prompt = f"{template_id}.jinja"
+        room, answer_tokens = self._budget(prompt, schema, partial=True)
+        text, partial, chunks = transcript, False, 1
+        if self.backend.count_tokens(transcript) > room:
+            text, chunks = self._map(transcript, room, progress)
+            partial = True
+        messages = [
+            ChatMessage("system", self.system),
+            ChatMessage(
+                "user",
+                self.env.get_template(prompt).render(transcript=text, schema=schema, partial=partial),
+            ),
+        ]
+        summary = self._generate_valid(messages, schema, answer_tokens, source_words, step="final")
+        if progress:
+            progress(1.0)
+        return SummaryRun(summary=summary, chunks=chunks, calls=self.calls, attempts=self.attempts)
+
+    def _map(self, transcript: str, room: int, progress: Callable[[float], None] | None) -> tuple[str, int]:
+        """Notes for each chunk, merged; repeated while the notes themselves are too long."""
+        schema = json.loads(
+            self.env.loader.get_source(self.env, "chunk_notes_v1.schema.json")[0]  # type: ignore[union-attr]
+        )
+        map_room, answer_tokens = self._budget("summary_map_v1.jinja", schema, index=1, total=1)
+        limit = min(map_room, self.chunk_tokens or _MAX_CHUNK_TOKENS)
+        text = transcript
+        total_chunks = 0
+        while True:
+            chunks = split_by_tokens(text, limit, self.backend.count_tokens)
+            total_chunks += len(chunks)
+            points: list[str] = []
+            for index, chunk in enumerate(chunks, start=1):
+                rendered = self.env.get_template("summary_map_v1.jinja").render(
+                    transcript=chunk, schema=schema, index=index, total=len(chunks)
+                )
+                messages = [ChatMessage("system", self.system), ChatMessage("user", rendered)]
+                notes = self._generate_valid(
+                    messages, schema, answer_tokens, content_words(chunk), step=f"map {index}/{len(chunks)}"
+                )
+                points.extend(notes["points"])
+                if progress:
+                    progress(0.9 * index / len(chunks))
+            text = "\n".join(f"- {p}" for p in points)
+            if self.backend.count_tokens(text) <= room or len(chunks) == 1:
+                return text, total_chunks
+
+    def _generate_valid(
+        self,
+        messages: list[ChatMessage],
+        schema: dict[str, Any],
+        answer_tokens: int,
+        source_words: set[str],
+        step: str,
+    ) -> dict[str, Any]:
+        validator = Draft202012Validator(schema)
+        problems: list[str] = []
+        base_temperature = self.params.temperature or 0.0
+        for attempt in range(self.max_retries + 1):
+            params = GenerationParams(
+                **{
+                    **self.params.__dict__,
+                    "max_tokens": answer_tokens,
+                    "temperature": base_temperature + _RETRY_TEMPERATURE_STEP * attempt,
+                }
+            )
+            self.calls += 1
+            raw = self.backend.complete(messages, params, json_schema=schema)
+            problems = []
+            value: Any = None
+            try:
+                value = tidy(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                problems.append(f"not valid JSON ({exc.msg} at character {exc.pos})")
+            if not problems:
+                errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+                problems.extend(f"{e.json_path}: {e.message}"[:200] for e in errors[:3])
+            if not problems:
+                problems.extend(content_problems(value, source_words))
+            self.attempts.append(
+                {
+                    "step": step,
+                    "attempt": attempt + 1,
+                    "temperature": params.temperature,
+                    "problems": problems,
+                }
+            )
+            if not problems:
+                return dict(value)
+        raise SummaryError(
+            f"the LLM gave no valid summary after {self.max_retries + 1} attempts ({step}): "
+            + "; ".join(problems[:3])
+        )

@@ -1,0 +1,84 @@
+"""Stage 2 — speech to text with the chosen ASR backend, loaded for this stage only."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from maie.runner.asr import create_asr_backend
+from maie.runner.asr.base import AsrInput
+from maie.runner.preprocess import TARGET_SAMPLE_RATE, PreparedAudio, write_wav
+
+from maie.contract import AsrOptions, AsrVersion, Segment
+from maie.settings import Settings
+
+
+@dataclass
+class Transcript:
+    segments: list[Segment]
+    language: str | None
+    version: AsrVersion
+    punctuates: bool
+    vad_coverage: float | None
+    confidence: float | None
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments if s.text)
+
+
+def transcribe(
+    audio: PreparedAudio,
+    options: AsrOptions,
+    settings: Settings,
+    progress: Callable[[float], None] | None = None,
+    work_dir: Path | None = None,
+) -> Transcript:
+    backend = create_asr_backend(options.backend or settings.asr_backend, settings, options)
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix=".maie-asr-") as tmp:
+        wav_path = None
+        if getattr(backend, "needs_wav", False):
+            wav_path = write_wav(audio.samples, Path(tmp) / "audio16k.wav")
+        source = AsrInput(audio.samples, TARGET_SAMPLE_RATE, audio.duration, wav_path)
+        try:
+            backend.load()
+            segments: list[Segment] = []
+            for segment in backend.transcribe(source):
+                segments.append(segment)
+                if progress and audio.duration > 0:
+                    progress(min(segment.end / audio.duration, 1.0))
+            info = backend.result_info()
+            version = backend.version()
+        finally:
+            backend.unload()
+    return Transcript(
+        segments=segments,
+        language=info.language,
+        version=version,
+        punctuates=backend.punctuates,
+        vad_coverage=vad_coverage(info.speech_duration, audio.duration),
+        confidence=confidence(segments),
+    )
+
+
+def vad_coverage(speech_seconds: float | None, duration: float) -> float | None:
+    """Share of the recording that voice-activity detection kept as speech."""
+    if speech_seconds is None or duration <= 0:
+        return None
+    return round(min(max(speech_seconds / duration, 0.0), 1.0), 4)
+
+
+def confidence(segments: list[Segment]) -> float | None:
+    """Mean per-segment probability exp(avg_logprob), weighted by segment length."""
+    pairs = [
+        (math.exp(s.avg_logprob), max(s.end - s.start, 0.01)) for s in segments if s.avg_logprob is not None
+    ]
+    if not pairs:
+        return None
+    total = sum(w for _, w in pairs)
+    return round(sum(p * w for p, w in pairs) / total, 4)
