@@ -170,6 +170,9 @@ class Settings(BaseSettings):
         description="Structured output sent to the server: json_schema (vLLM, llama.cpp, OpenAI), "
         "json_object (JSON mode only), none (validation upstream only).",
     )
+    openai_context_tokens: int | None = Field(
+        None, ge=512, description="Context window of the served model; unset = the server's (vLLM) or 8192."
+    )
     vllm_enable_thinking: bool = Field(False, description="Chat template enable_thinking (Qwen3-style).")
     vllm_reasoning_parser: str | None = Field(None, description="Reasoning parser name recorded in versions.")
     vllm_quantization: str | None = Field(
