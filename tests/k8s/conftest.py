@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from k8s_support import TX
 
 from maie.storage.s3 import S3ObjectStore
 
@@ -57,3 +58,40 @@ def s3_store(s3_endpoint: str) -> S3ObjectStore:
 @pytest.fixture(scope="session")
 def crd() -> dict[str, Any]:
     return dict(yaml.safe_load(CRD_PATH.read_text()))
+
+
+# --------------------------------------------------------------------------------------
+# KMock: the Kubernetes API (no controllers: tests play the Job controller and the kubelet)
+# --------------------------------------------------------------------------------------
+@pytest.fixture()
+async def kube(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """KMock with the built-in resources and our CRD, and KUBECONFIG pointing at it."""
+    import kubernetes.config.kube_config
+
+    kmock.resources.load_bundled()
+    kmock.resources[TX] = kmock.ResourceInfo(
+        kind="Transcription",
+        singular="transcription",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
+        shortnames={"tx"},
+        subresources={"status"},
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    server = str(kmock.url).rstrip("/")
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+                "current-context": "kmock",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    return kmock

@@ -49,7 +49,9 @@ def test_put_chunks_streams_multipart_and_counts_bytes(s3_store: S3ObjectStore, 
     assert len(data) == written and data[: len(chunk)] == chunk and data[-len(chunk) :] == chunk
 
 
-def test_put_file_list_and_delete_prefix_only_touch_that_task(s3_store: S3ObjectStore, tmp_path: Path) -> None:
+def test_put_file_list_and_delete_prefix_only_touch_that_task(
+    s3_store: S3ObjectStore, tmp_path: Path
+) -> None:
     src = tmp_path / "a.srt"
     src.write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
     s3_store.put_file(result_key("t1", "a.srt"), src, "text/plain")

@@ -1,0 +1,226 @@
+"""The runner Job of one Transcription: a pure function from (resource, settings) to a batch/v1 Job.
+
+Pure so that tests can assert the whole spec, and so that a restarted operator computes exactly the
+same name and body (the name is what makes creation idempotent).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from maie.settings import Settings
+from maie.transcription import (
+    API_VERSION,
+    EXIT_TASK_FAILED,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_TASK_ID,
+    LABEL_TRANSCRIPTION,
+    MANAGED_BY,
+    Transcription,
+    dns_label,
+    job_name_for,
+)
+
+CONTAINER = "runner"
+WORK_DIR = "/work"
+RUNNER_UID = 10001
+
+
+def job_labels(tx: Transcription) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "maie",
+        LABEL_COMPONENT: "runner",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_TRANSCRIPTION: dns_label(tx.name),
+        LABEL_TASK_ID: dns_label(tx.task_id),
+    }
+
+
+def _env(tx: Transcription, settings: Settings, gpu_count: int) -> list[dict[str, Any]]:
+    device = "cuda" if gpu_count > 0 else "cpu"
+    plain = {
+        "MODE": "kubernetes",
+        "NAMESPACE": tx.namespace,
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_BUCKET": settings.s3_bucket,
+        "S3_SECURE": "true" if settings.s3_secure else "false",
+        "S3_REGION": settings.s3_region,
+        "MODELS_DIR": settings.operator_runner_models_dir,
+        "DATA_DIR": f"{WORK_DIR}/data",
+        "CACHE_DIR": f"{WORK_DIR}/cache",
+        "HOME": WORK_DIR,
+        # The Job's GPU count decides the device (a gpuCount: 0 override must not try CUDA).
+        "WHISPER_DEVICE": device,
+        "CHUNKFORMER_DEVICE": device,
+        "PIPELINE_VERSION": settings.pipeline_version,
+        "RUNNER_STATUS_INTERVAL": str(settings.runner_status_interval),
+    }
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
+    if settings.operator_s3_secret:
+        for key in ("S3_ACCESS_KEY", "S3_SECRET_KEY"):
+            env.append(
+                {
+                    "name": key,
+                    "valueFrom": {"secretKeyRef": {"name": settings.operator_s3_secret, "key": key}},
+                }
+            )
+    return env
+
+
+def _resources(tx: Transcription, settings: Settings, gpu_count: int) -> dict[str, Any]:
+    resources = copy.deepcopy(tx.spec.job.resources or settings.operator_resources) or {}
+    limits = dict(resources.get("limits") or {})
+    limits.pop(settings.operator_gpu_resource, None)
+    if gpu_count > 0:
+        limits[settings.operator_gpu_resource] = str(gpu_count)
+    requests = dict(resources.get("requests") or {})
+    requests.pop(settings.operator_gpu_resource, None)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = {k: str(v) for k, v in requests.items()}
+    if limits:
+        out["limits"] = {k: str(v) for k, v in limits.items()}
+    return out
+
+
+def _volumes(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "work", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "work", "mountPath": WORK_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "shm", "mountPath": "/dev/shm"},
+    ]
+    if settings.operator_models_pvc:
+        volumes.append(
+            {
+                "name": "models",
+                "persistentVolumeClaim": {"claimName": settings.operator_models_pvc, "readOnly": True},
+            }
+        )
+    elif settings.operator_models_host_path:
+        volumes.append(
+            {"name": "models", "hostPath": {"path": settings.operator_models_host_path, "type": "Directory"}}
+        )
+    if len(volumes) > 3:
+        mounts.append({"name": "models", "mountPath": settings.operator_runner_models_dir, "readOnly": True})
+    return volumes, mounts
+
+
+def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
+    """The Job that runs `maie run-task NAME --namespace NS` for this resource."""
+    overrides = tx.spec.job
+    gpu_count = settings.operator_gpu_count if overrides.gpu_count is None else overrides.gpu_count
+    labels = job_labels(tx)
+    # Labels are cut to 63 characters; the annotations keep the full name and id.
+    annotations = {LABEL_TASK_ID: tx.task_id, LABEL_TRANSCRIPTION: tx.name}
+    volumes, mounts = _volumes(settings)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": settings.operator_runner_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "command": ["maie", "run-task"],
+        "args": [tx.name, "--namespace", tx.namespace],
+        "env": _env(tx, settings, gpu_count),
+        "resources": _resources(tx, settings, gpu_count),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if settings.operator_runner_config_map:
+        container["envFrom"] = [
+            {"configMapRef": {"name": settings.operator_runner_config_map, "optional": True}}
+        ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.operator_service_account,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "fsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    node_selector = (
+        overrides.node_selector if overrides.node_selector is not None else settings.operator_node_selector
+    )
+    tolerations = (
+        overrides.tolerations if overrides.tolerations is not None else settings.operator_tolerations
+    )
+    runtime_class = overrides.runtime_class_name or settings.operator_runtime_class
+    priority_class = overrides.priority_class_name or settings.operator_priority_class
+    if node_selector:
+        pod_spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in tolerations]
+    if runtime_class:
+        pod_spec["runtimeClassName"] = runtime_class
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
+    if settings.operator_image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.operator_image_pull_secrets]
+
+    backoff_limit = (
+        overrides.backoff_limit if overrides.backoff_limit is not None else settings.max_attempts - 1
+    )
+    deadline = overrides.active_deadline_seconds or settings.job_timeout
+    ttl = (
+        overrides.ttl_seconds_after_finished
+        if overrides.ttl_seconds_after_finished is not None
+        else settings.operator_ttl_seconds_after_finished
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name_for(tx.name),
+            "namespace": tx.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": tx.name,
+                    "uid": str(tx.metadata.get("uid", "")),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline,
+            "ttlSecondsAfterFinished": ttl,
+            # A task's own failure (exit 2: bad audio, missing model) fails the Job at once;
+            # crashes and lost nodes are retried by backoffLimit; evictions do not count.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_TASK_FAILED],
+                        },
+                    },
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+        },
+    }
