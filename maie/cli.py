@@ -92,7 +92,7 @@ def _build_request(
 
 def _progress_runner(run):  # type: ignore[no-untyped-def]
     """Run `run(callback)` under a rich progress bar with one line per stage."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     labels = {
         TaskStatus.PREPROCESSING: "Preprocess",
@@ -108,7 +108,7 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
         transient=False,
         disable=not console.is_terminal and not _force_progress(),
     ) as bar:
-        tasks: dict[TaskStatus, int] = {}
+        tasks: dict[TaskStatus, TaskID] = {}
         current: list[TaskStatus] = []
 
         def callback(stage: TaskStatus, fraction: float) -> None:

