@@ -185,10 +185,10 @@ def _real_model_dir() -> Path | None:
 
 @pytest.mark.gpu
 @needs_chunkformer
-@pytest.mark.skipif(not cuda_device(), reason="needs a CUDA GPU")
 @pytest.mark.skipif(
     _real_model_dir() is None, reason=f"{REAL_MODEL} is not under MODELS_DIR (scripts/download_models.sh)"
 )
+@pytest.mark.skipif(not cuda_device(), reason="needs a CUDA GPU (none on this machine)")
 def test_real_chunkformer_large_vie_on_gpu() -> None:
     import jiwer
 
