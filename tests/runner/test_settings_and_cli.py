@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from maie.contract import TaskRequest
+from maie.contract import GenerationOptions, TaskRequest
 from maie.env_template import render
 from maie.runner.llm.generation import model_options, resolve
-from maie.contract import GenerationOptions
 from maie.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,3 +83,11 @@ def test_no_top_level_operator_package_shadows_the_stdlib() -> None:
     code = "import operator, maie.operator; print(operator.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert "site-packages" not in out.stdout and "/lib/python3" in out.stdout
+
+
+def test_readme_settings_table_is_current() -> None:
+    from maie.env_template import END, START, render_markdown
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert table == render_markdown(), "run `python -m maie.env_template` to refresh the README table"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -185,7 +186,7 @@ def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None
     assert wer(rec.reference or "", doc.results.raw_transcript or "") < 0.25  # type: ignore[union-attr]
     segments = doc.results.segments or []  # type: ignore[union-attr]
     assert segments[-1].end > 250
-    assert all(a.start <= b.start for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a.start <= b.start for a, b in itertools.pairwise(segments))
     assert exports["transcript.srt"].count(" --> ") == len(segments)
 
 
