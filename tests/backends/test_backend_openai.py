@@ -10,11 +10,11 @@ from typing import Any
 import jsonschema
 import pytest
 from backend_support import chat_answer, free_port
+
+from maie.errors import LlmError
 from maie.runner.llm import create_llm_backend
 from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.runner.llm.openai_compat import OpenAICompatBackend
-
-from maie.errors import LlmError
 from maie.settings import Settings
 
 TRANSCRIPT = (

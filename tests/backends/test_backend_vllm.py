@@ -10,11 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 from backend_support import cuda_device
+
+from maie.errors import BackendUnavailableError, LlmError, ModelNotFoundError
 from maie.runner.llm import create_llm_backend
 from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.runner.llm.vllm_backend import VllmBackend, quantization_of
-
-from maie.errors import BackendUnavailableError, LlmError, ModelNotFoundError
 from maie.settings import Settings, get_settings
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
