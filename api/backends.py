@@ -203,6 +203,6 @@ class EmbeddedBackend:
 def create_backend(settings: Settings) -> TaskBackend:
     if settings.mode == "embedded":
         return EmbeddedBackend(settings)
-    raise NotImplementedError(
-        "MODE=kubernetes: the Kubernetes task backend is not part of this build yet; use MODE=embedded"
-    )
+    from maie.api.k8s_backend import KubernetesBackend  # imports the kubernetes client only when used
+
+    return KubernetesBackend(settings)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_support import TX
+from k8s_support import TX, ApiServerLike
 
 from maie.storage.s3 import S3ObjectStore
 
@@ -63,6 +63,11 @@ def crd() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # KMock: the Kubernetes API (no controllers: tests play the Job controller and the kubelet)
 # --------------------------------------------------------------------------------------
+@pytest.fixture()
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    return {**kmock_options, "cls": ApiServerLike}
+
+
 @pytest.fixture()
 async def kube(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """KMock with the built-in resources and our CRD, and KUBECONFIG pointing at it."""

@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
+import kmock
 import kopf
 from kopf.testing import KopfRunner
-from maie.operator.main import build, configure
 
+from maie.operator.main import build, configure
 from maie.settings import Settings
 
 T = TypeVar("T")
+
+
+@attrs.define(kw_only=True)
+class ApiServerLike(kmock.KubernetesEmulator):
+    """KMock plus what a real API server sets on create: uid, resourceVersion, generation and
+    creationTimestamp (the API backend and kopf rely on them; KMock leaves them out)."""
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", "1")
+            meta.setdefault("generation", 1)
+            meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return await super()._handle(request)
+
 
 TX = "maie.io/v1alpha1/transcriptions"
 JOBS = "batch/v1/jobs"
@@ -62,3 +86,107 @@ def tx_body(name: str, spec: dict[str, Any] | None = None, *, uid: str | None = 
         "spec": spec
         or {"audio": {"uri": f"s3://maie/audio/{name}/raw.flac"}, "features": ["raw_transcript"]},
     }
+
+
+# ---- end to end: the cluster config helm installs, the kubelet, the Job controller ----
+def e2e_settings(s3_endpoint: str, bucket: str) -> Settings:
+    return Settings(
+        operator_runner_image="registry.example/maie-runner:test",
+        operator_gpu_count=0,  # a CPU cluster: the kind setup
+        operator_s3_secret="maie-s3",
+        operator_runner_config_map="maie-runner",
+        operator_queue_retry_seconds=0.3,
+        runner_status_interval=0.5,
+        s3_endpoint=s3_endpoint,
+        s3_bucket=bucket,
+    )
+
+
+async def put(kube: Any, path: str, body: dict[str, Any]) -> None:
+    async with kube.post(path, json=body) as resp:
+        assert resp.status in (200, 201), await resp.text()
+
+
+async def cluster_config(kube: Any) -> None:
+    """What `helm install` puts next to the operator: the S3 Secret and the runner ConfigMap."""
+    secret = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
+    await put(
+        kube,
+        f"/api/v1/namespaces/{NS}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "maie-s3", "namespace": NS},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret.items()},
+        },
+    )
+    await put(
+        kube,
+        f"/api/v1/namespaces/{NS}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "maie-runner", "namespace": NS},
+            "data": {
+                "WHISPER_MODEL_VARIANT": "tiny.en",
+                "WHISPER_BEAM_SIZE": "1",
+                "WHISPER_CPU_THREADS": "2",
+            },
+        },
+    )
+
+
+def container_env(kube: Any, job: dict[str, Any], volumes_root: Path) -> dict[str, str]:
+    """Resolve the runner container's env as the kubelet does (values, Secret and ConfigMap refs)."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source["configMapRef"]
+        found = kube.objects["v1/configmaps", NS, ref["name"]]
+        env.update(dict(found.raw).get("data", {}))
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            data = dict(kube.objects["v1/secrets", NS, ref["name"]].raw)["data"]
+            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+    # The pod's volumes (/work emptyDir) live under a temp dir here.
+    for key, value in env.items():
+        if value.startswith("/work"):
+            env[key] = str(volumes_root / value.lstrip("/"))
+    return env
+
+
+async def run_as_kubelet(kube: Any, job: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
+    """Run the Job's container command as a process, with its env and the API via KUBECONFIG."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:]]
+    env = {
+        "PATH": os.environ["PATH"],
+        "KUBECONFIG": os.environ["KUBECONFIG"],
+        **container_env(kube, job, tmp_path),
+        "MODELS_DIR": str(tmp_path / "models"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        *container["args"],
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
+    return int(proc.returncode or 0), out.decode(errors="replace")
+
+
+async def job_complete(kube: Any, name: str, code: int) -> None:
+    """The Job controller's verdict on the pod's exit code."""
+    cond = (
+        {"type": "Complete", "status": "True"}
+        if code == 0
+        else {"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}
+    )
+    fields = {"active": 0, ("succeeded" if code == 0 else "failed"): 1, "conditions": [cond]}
+    async with kube.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status", json={"status": fields}) as r:
+        assert r.status == 200

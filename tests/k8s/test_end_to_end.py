@@ -4,127 +4,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_support import JOBS, NS, TX, eventually, running_operator, tx_body
+from k8s_support import (
+    JOBS,
+    NS,
+    TX,
+    cluster_config,
+    e2e_settings,
+    eventually,
+    job_complete,
+    put,
+    run_as_kubelet,
+    running_operator,
+    tx_body,
+)
 
 from maie.contract import ResultDocument, TaskStatus
-from maie.settings import Settings
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
 AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
 pytestmark = pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}")
-
-
-def e2e_settings(s3_endpoint: str, bucket: str) -> Settings:
-    return Settings(
-        operator_runner_image="registry.example/maie-runner:test",
-        operator_gpu_count=0,  # a CPU cluster: the kind setup
-        operator_s3_secret="maie-s3",
-        operator_runner_config_map="maie-runner",
-        operator_queue_retry_seconds=0.3,
-        runner_status_interval=0.5,
-        s3_endpoint=s3_endpoint,
-        s3_bucket=bucket,
-    )
-
-
-async def put(kube: Any, path: str, body: dict[str, Any]) -> None:
-    async with kube.post(path, json=body) as resp:
-        assert resp.status in (200, 201), await resp.text()
-
-
-async def cluster_config(kube: Any) -> None:
-    """What `helm install` puts next to the operator: the S3 Secret and the runner ConfigMap."""
-    secret = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
-    await put(
-        kube,
-        f"/api/v1/namespaces/{NS}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "maie-s3", "namespace": NS},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in secret.items()},
-        },
-    )
-    await put(
-        kube,
-        f"/api/v1/namespaces/{NS}/configmaps",
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "maie-runner", "namespace": NS},
-            "data": {
-                "WHISPER_MODEL_VARIANT": "tiny.en",
-                "WHISPER_BEAM_SIZE": "1",
-                "WHISPER_CPU_THREADS": "2",
-            },
-        },
-    )
-
-
-def container_env(kube: Any, job: dict[str, Any], volumes_root: Path) -> dict[str, str]:
-    """Resolve the runner container's env as the kubelet does (values, Secret and ConfigMap refs)."""
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, str] = {}
-    for source in container.get("envFrom", []):
-        ref = source["configMapRef"]
-        found = kube.objects["v1/configmaps", NS, ref["name"]]
-        env.update(dict(found.raw).get("data", {}))
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            data = dict(kube.objects["v1/secrets", NS, ref["name"]].raw)["data"]
-            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
-    # The pod's volumes (/work emptyDir) live under a temp dir here.
-    for key, value in env.items():
-        if value.startswith("/work"):
-            env[key] = str(volumes_root / value.lstrip("/"))
-    return env
-
-
-async def run_as_kubelet(kube: Any, job: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
-    """Run the Job's container command as a process, with its env and the API via KUBECONFIG."""
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:]]
-    env = {
-        "PATH": os.environ["PATH"],
-        "KUBECONFIG": os.environ["KUBECONFIG"],
-        **container_env(kube, job, tmp_path),
-        "MODELS_DIR": str(tmp_path / "models"),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        *container["args"],
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=240)
-    return int(proc.returncode or 0), out.decode(errors="replace")
-
-
-async def job_complete(kube: Any, name: str, code: int) -> None:
-    """The Job controller's verdict on the pod's exit code."""
-    cond = (
-        {"type": "Complete", "status": "True"}
-        if code == 0
-        else {"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}
-    )
-    fields = {"active": 0, ("succeeded" if code == 0 else "failed"): 1, "conditions": [cond]}
-    async with kube.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status", json={"status": fields}) as r:
-        assert r.status == 200
 
 
 async def test_transcription_runs_through_the_runner_job(

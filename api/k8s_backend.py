@@ -1,0 +1,209 @@
+"""The Kubernetes task backend (MODE=kubernetes): uploads go to S3, each task is a Transcription.
+
+Same five operations as the embedded backend, so the routers, the contract and the error codes do
+not change. The resource name is derived from the task id (no generateName), so a retried submit
+can never make a second resource; queue depth is the number of unfinished resources; status is the
+resource's status, or result.json from S3 once the runner has written it. The API never runs models
+and never creates Jobs: the operator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.schemas import CheckResult
+from maie.contract import ResultDocument
+from maie.operator.kube import Kube
+from maie.settings import Settings
+from maie.storage.base import ObjectNotFound, audio_key, result_key, results_prefix
+from maie.storage.s3 import S3ObjectStore
+from maie.transcription import (
+    API_VERSION,
+    KIND,
+    LABEL_MANAGED_BY,
+    LABEL_TASK_ID,
+    DeletionPolicy,
+    Phase,
+    Transcription,
+    TranscriptionSpec,
+    live_document,
+    resource_name_for_task,
+)
+
+MANAGED_BY_API = "maie-api"
+# A resource with no status this long after creation means no operator is processing work.
+OPERATOR_GRACE = timedelta(seconds=60)
+
+
+class KubernetesBackend:
+    """`maie.api.backends.TaskBackend` on Transcription resources and S3."""
+
+    def __init__(
+        self, settings: Settings, *, kube: Kube | None = None, store: S3ObjectStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.namespace = settings.namespace
+        self._kube = kube
+        self._store = store
+        self._staging = Path(settings.data_dir) / "uploads"
+
+    @property
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube()
+        return self._kube
+
+    @property
+    def store(self) -> S3ObjectStore:
+        if self._store is None:
+            self._store = S3ObjectStore.from_settings(self.settings)
+        return self._store
+
+    @property
+    def staging_dir(self) -> Path:
+        return self._staging
+
+    async def start(self) -> None:
+        self._staging.mkdir(parents=True, exist_ok=True)
+        for leftover in self._staging.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+        # A fresh MinIO has no bucket yet; a locked-down S3 may forbid creating one (health says so).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.ensure_bucket)
+
+    async def stop(self) -> None:
+        return None
+
+    # --- submit ----------------------------------------------------------------------------
+    async def submit(self, submission: Submission) -> None:
+        task_id = submission.task_id
+        key = audio_key(task_id, submission.upload.extension)
+        await asyncio.to_thread(
+            self.store.put_file, key, submission.upload.path, submission.upload.content_type
+        )
+        submission.upload.path.unlink(missing_ok=True)
+        spec = TranscriptionSpec.from_task_request(
+            submission.request, audio_uri=self.store.uri(key), task_id=task_id
+        )
+        spec.deletion_policy = DeletionPolicy.DELETE  # API tasks own their files
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": resource_name_for_task(task_id),
+                "namespace": self.namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY_API, LABEL_TASK_ID: task_id},
+                "annotations": {
+                    "maie.io/filename": submission.upload.filename[:253],
+                    "maie.io/submitted-at": submission.submitted_at.isoformat(),
+                    **({"maie.io/request-id": submission.request_id} if submission.request_id else {}),
+                },
+            },
+            "spec": spec.wire(),
+        }
+        try:
+            await asyncio.to_thread(self.kube.create_transcription, self.namespace, body)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.delete_prefix, f"audio/{task_id}/")
+            raise
+
+    # --- read --------------------------------------------------------------------------------
+    async def _resource(self, task_id: str) -> Transcription | None:
+        raw = await asyncio.to_thread(
+            self.kube.get_transcription, self.namespace, resource_name_for_task(task_id)
+        )
+        if raw is None:
+            return None
+        tx = Transcription.model_validate(raw)
+        if tx.status.submitted_at is None:  # the operator has not seen it yet
+            stamp = (tx.metadata.get("annotations") or {}).get("maie.io/submitted-at")
+            if stamp:
+                tx.status.submitted_at = datetime.fromisoformat(stamp)
+        return tx
+
+    async def get(self, task_id: str) -> ResultDocument | None:
+        tx = await self._resource(task_id)
+        if tx is None:
+            return None
+        stored: ResultDocument | None = None
+        if tx.status.result_uri or (tx.status.phase and tx.status.phase.finished):
+            try:
+                data = await asyncio.to_thread(self.store.get_bytes, result_key(tx.task_id))
+                stored = ResultDocument.model_validate_json(data)
+            except ObjectNotFound:
+                stored = None
+        return live_document(tx, stored)
+
+    async def _list(self) -> list[Transcription]:
+        raws = await asyncio.to_thread(self.kube.list_transcriptions, [self.namespace])
+        out: list[Transcription] = []
+        for raw in raws:
+            with contextlib.suppress(ValueError):
+                out.append(Transcription.model_validate(raw))
+        return out
+
+    async def count_unfinished(self) -> int:
+        return sum(1 for tx in await self._list() if not (tx.status.phase and tx.status.phase.finished))
+
+    # --- cancel ------------------------------------------------------------------------------
+    async def cancel(self, task_id: str) -> CancelOutcome | None:
+        tx = await self._resource(task_id)
+        if tx is None:
+            return None
+        previous = live_document(tx).status
+        unfinished = not (tx.status.phase and tx.status.phase.finished)
+        # Deleting the resource stops the Job (the operator's finalizer); the files go now.
+        await asyncio.to_thread(self.kube.delete_transcription, self.namespace, tx.name)
+        removed = 0
+        for prefix in (f"audio/{tx.task_id}/", results_prefix(tx.task_id)):
+            with contextlib.suppress(Exception):
+                removed += await asyncio.to_thread(self.store.delete_prefix, prefix)
+        return CancelOutcome(
+            task_id=task_id,
+            previous_status=previous,
+            was_unfinished=unfinished,
+            files_removed=removed,
+        )
+
+    # --- health ------------------------------------------------------------------------------
+    async def health(self) -> BackendHealth:
+        checks: dict[str, CheckResult] = {}
+        try:
+            await asyncio.to_thread(self.store.check_writable)
+            checks["storage"] = CheckResult(ok=True, detail=f"s3 writable: {self.store.uri('')}")
+        except Exception as exc:
+            checks["storage"] = CheckResult(ok=False, detail=f"s3 not writable: {exc}")
+        depth = running = 0
+        try:
+            resources = await self._list()
+            checks["kubernetes"] = CheckResult(ok=True, detail=f"Transcriptions readable in {self.namespace}")
+        except Exception as exc:
+            checks["kubernetes"] = CheckResult(ok=False, detail=f"Kubernetes API unreachable: {exc}")
+            return BackendHealth(checks=checks, queue_depth=0, running=0)
+        now = datetime.now(UTC)
+        unseen = []
+        for tx in resources:
+            if not (tx.status.phase and tx.status.phase.finished):
+                depth += 1
+            if tx.status.phase is Phase.RUNNING:
+                running += 1
+            created = tx.metadata.get("creationTimestamp")
+            if tx.status.phase is None and created:
+                age = now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+                if age > OPERATOR_GRACE:
+                    unseen.append(tx.name)
+        if unseen:
+            checks["operator"] = CheckResult(
+                ok=False,
+                detail=f"{len(unseen)} Transcription(s) have no status after {OPERATOR_GRACE.seconds} s "
+                f"(e.g. {unseen[0]}): is the operator running?",
+            )
+        else:
+            checks["operator"] = CheckResult(ok=True, detail=f"{depth} unfinished, {running} running")
+        return BackendHealth(checks=checks, queue_depth=depth, running=running)
