@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maie.runner.asr.base import AsrInput, AsrOutput
 
 from maie.contract import AsrOptions, AsrVersion, Segment
 from maie.errors import BackendUnavailableError, MaieError, ModelNotFoundError
 from maie.model_paths import DOWNLOAD_HINT, checkpoint_hash, resolve_model_dir
+from maie.runner.asr.base import AsrInput, AsrOutput
 from maie.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class ChunkFormerBackend:
     """One ChunkFormer model; load() → transcribe() → unload()."""
 
     name = "chunkformer"
+    needs_wav = True  # endless_decode reads a file: the pipeline hands over its 16 kHz mono wav
 
     def __init__(self, settings: Settings, options: AsrOptions) -> None:
         self.settings = settings
