@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+
 from maie.api.auth import resolve_api_key
 from maie.api.backends import TaskBackend, create_backend
 from maie.api.errors import install_error_handlers
 from maie.api.middleware import RequestContextMiddleware
 from maie.api.routers import discovery, health, process, status
-
 from maie.settings import Settings, get_settings
 
 DESCRIPTION = """\

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
-from maie.api.errors import ApiError
 
+from maie.api.errors import ApiError
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.auth")

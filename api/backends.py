@@ -17,7 +17,6 @@ from maie.api.executor import HEARTBEAT_KEY, LocalExecutor
 from maie.api.schemas import CheckResult
 from maie.api.task_store import DONE, RUNNING, TaskStore
 from maie.api.uploads import StagedUpload
-
 from maie.contract import AudioInfo, ResultDocument, TaskRequest, TaskStatus
 from maie.settings import Settings
 from maie.storage.base import audio_key

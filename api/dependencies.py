@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from maie.api.backends import TaskBackend
 
+from maie.api.backends import TaskBackend
 from maie.settings import Settings
 from maie.templates import TemplateCatalog
 

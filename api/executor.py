@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psutil
+
 from maie.api.logging import request_id_var
 from maie.api.task_store import DONE, RUNNING, TaskRow, TaskStore
 from maie.api.worker import WorkerJob, settings_payload
-
 from maie.settings import Settings
 from maie.storage.base import results_prefix
 from maie.storage.local import LocalObjectStore

@@ -12,13 +12,15 @@ import contextlib
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from maie.api.errors import ApiError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
+
+from maie.api.errors import ApiError
 
 log = logging.getLogger("maie.api.uploads")
 
@@ -213,11 +215,11 @@ class _FormSink:
             self.form.upload = None
 
 
-async def _drain(request: Request, limit: int) -> None:
+async def _drain(chunks: AsyncIterator[bytes], limit: int) -> None:
     """Read and drop the rest of the body so the client can read our error (up to `limit` bytes)."""
     seen = 0
     with contextlib.suppress(ClientDisconnect):
-        async for chunk in request.stream():
+        async for chunk in chunks:
             seen += len(chunk)
             if seen > limit:
                 break
@@ -251,14 +253,15 @@ async def receive_form(request: Request, staging_dir: Path, max_bytes: int) -> P
         "on_part_end": sink.on_part_end,
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    chunks = request.stream()
     try:
-        async for chunk in request.stream():
+        async for chunk in chunks:
             if chunk:
                 parser.write(chunk)
         parser.finalize()
     except _Abort as abort:
         sink.discard()
-        await _drain(request, limit=max_bytes * 4 + _MULTIPART_OVERHEAD)
+        await _drain(chunks, limit=max_bytes * 4 + _MULTIPART_OVERHEAD)
         if abort.error.status_code == 413:
             log.info("upload refused while streaming: larger than %d bytes; partial file removed", max_bytes)
         raise abort.error from None

@@ -24,10 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from maie.api.logging import request_id_var, setup_logging
-from maie.api.task_store import RUNNING, TaskStore
 from pydantic import BaseModel
 
+from maie.api.logging import request_id_var, setup_logging
+from maie.api.task_store import RUNNING, TaskStore
 from maie.contract import ResultDocument, TaskRequest, TaskStatus, utcnow
 from maie.settings import Settings
 from maie.storage.base import result_key

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends
+
 from maie.api.auth import require_api_key
 from maie.api.dependencies import CatalogDep, SettingsDep
 from maie.api.schemas import ErrorResponse, ModelsResponse, TemplatesResponse, TemplateSummary
-
 from maie.catalog import list_models
 
 router = APIRouter(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.schemas import HealthResponse
-
 from maie.contract import utcnow
 
 router = APIRouter(tags=["health"])

@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
 from maie.api.auth import require_api_key
 from maie.api.backends import Submission
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
@@ -17,8 +19,6 @@ from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
 from maie.api.uploads import receive_form
-from pydantic import ValidationError
-
 from maie.contract import Feature, TaskRequest, utcnow
 from maie.errors import AudioError
 

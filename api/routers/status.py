@@ -6,16 +6,16 @@ import uuid
 
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
+
 from maie.api.auth import require_api_key
 from maie.api.dependencies import BackendDep
 from maie.api.errors import ApiError
 from maie.api.schemas import CancelResponse, ErrorResponse, StatusResponse
-
 from maie.contract import TaskStatus
 
 router = APIRouter(prefix="/v1", tags=["tasks"], dependencies=[Depends(require_api_key)])
 
-TaskId = PathParam(max_length=64, description="The task_id returned by POST /v1/process.")
+TaskId = PathParam(description="The task_id returned by POST /v1/process.")
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key."},
     404: {"model": ErrorResponse, "description": "No such task (never existed, deleted or expired)."},

@@ -1,0 +1,151 @@
+"""End to end over real HTTP: real recordings, bundled tiny.en whisper and SmolLM2, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import jsonschema
+import psutil
+from api_support import (
+    JFK,
+    JFK_TEXT,
+    LIBRI,
+    LIBRI_TEXT,
+    RUNNING_STAGES,
+    STEW,
+    STEW_TEXT,
+    TIMIT,
+    TIMIT_TEXT,
+    ApiServer,
+    submit,
+    wait_for,
+    wer,
+)
+
+from maie.api.task_store import TaskStore
+
+
+def worker_pids(server: ApiServer) -> list[int]:
+    children = psutil.Process(server.pid).children(recursive=True)
+    return [p.pid for p in children if "maie.api.worker" in " ".join(p.cmdline())]
+
+
+def store_of(server: ApiServer) -> TaskStore:
+    return TaskStore(server.data_dir / "tasks.sqlite3")
+
+
+def test_transcribe_and_summarize_end_to_end(client: httpx.Client, server: ApiServer) -> None:
+    templates = client.get("/v1/templates").json()["templates"]
+    schema = next(t["schema"] for t in templates if t["template_id"] == "meeting_notes_v1")
+
+    # Per-task LLM overrides travel from the form to the model (a small model needs the penalty).
+    task_id = submit(
+        client,
+        STEW,
+        ["raw_transcript", "summary"],
+        template_id="meeting_notes_v1",
+        repetition_penalty="1.3",
+        max_tokens="256",
+    )
+    seen: list[tuple[str, float]] = []
+    deadline = time.monotonic() + 600  # a 135M model on two shared cores: slow when the box is busy
+    while time.monotonic() < deadline:
+        doc = client.get(f"/v1/status/{task_id}").json()
+        if doc["status"] in RUNNING_STAGES:
+            seen.append((doc["status"], doc["progress"]))
+        if doc["status"] in ("COMPLETE", "FAILED"):
+            break
+        time.sleep(0.1)
+    assert doc["status"] == "COMPLETE", doc.get("error")
+
+    # Live stage and progress were visible while it ran, and progress never went backwards.
+    stages = [s for s, _ in seen]
+    assert "PROCESSING_ASR" in stages and "PROCESSING_LLM" in stages, stages
+    assert stages.index("PROCESSING_ASR") < stages.index("PROCESSING_LLM")
+    percents = [p for _, p in seen]
+    assert all(0 <= p <= 100 for p in percents) and percents == sorted(percents), percents
+
+    results = doc["results"]
+    assert wer(STEW_TEXT, results["raw_transcript"]) <= 0.2, results["raw_transcript"]
+    jsonschema.validate(results["summary"], schema)
+    assert doc["progress"] == 100
+    assert doc["submitted_at"] <= doc["started_at"] <= doc["completed_at"]
+
+    versions = doc["versions"]
+    assert versions["asr_backend"]["name"] == "whisper"
+    assert versions["asr_backend"]["model_variant"] == "tiny.en"
+    assert len(versions["asr_backend"]["checkpoint_hash"]) == 64
+    assert versions["summarization_llm"]["task"] == "summarization"
+    assert versions["summarization_llm"]["decoding_params"]["repetition_penalty"] == 1.3
+    metrics = doc["metrics"]
+    assert abs(metrics["input_duration_seconds"] - 10.4) < 0.5
+    assert metrics["processing_time_seconds"] > 0 and metrics["rtf"] > 0
+
+    # The same document sits in the object store under the S3 key layout, with its exports.
+    objects = server.data_dir / "objects"
+    stored = json.loads((objects / "results" / task_id / "result.json").read_text())
+    assert stored["results"] == results and stored["status"] == "COMPLETE"
+    assert (objects / "audio" / task_id / "raw.flac").read_bytes() == STEW.read_bytes()
+    for key in doc["exports"].values():
+        assert (objects / key).is_file(), key
+
+
+def test_raw_transcript_only(client: httpx.Client) -> None:
+    task_id = submit(client, TIMIT, ["raw_transcript"])
+    doc = wait_for(client, task_id, {"COMPLETE"})
+    assert wer(TIMIT_TEXT, doc["results"]["raw_transcript"]) <= 0.25, doc["results"]["raw_transcript"]
+    assert doc["results"]["summary"] is None
+    assert doc["request"]["features"] == ["raw_transcript"]
+    assert doc["versions"]["summarization_llm"] is None
+
+
+def test_cancel_running_and_queued_tasks(client: httpx.Client, server: ApiServer) -> None:
+    running = submit(client, JFK)
+    queued = submit(client, TIMIT)
+    wait_for(client, running, RUNNING_STAGES)
+    pids = worker_pids(server)
+    assert len(pids) == 1
+    assert client.get(f"/v1/status/{queued}").json()["status"] == "PENDING"
+
+    gone = client.delete(f"/v1/tasks/{queued}").json()
+    assert gone == {"task_id": queued, "cancelled": True, "previous_status": "PENDING", "files_removed": 1}
+    stopped = client.delete(f"/v1/tasks/{running}").json()
+    assert stopped["cancelled"] is True and stopped["previous_status"] in RUNNING_STAGES
+
+    assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+    for task_id in (running, queued):
+        assert client.get(f"/v1/status/{task_id}").status_code == 404
+        assert not (server.data_dir / "objects" / "audio" / task_id).exists()
+        assert not (server.data_dir / "objects" / "results" / task_id).exists()
+    # The executor goes on with the next task.
+    after = submit(client, LIBRI)
+    doc = wait_for(client, after, {"COMPLETE"})
+    assert wer(LIBRI_TEXT, doc["results"]["raw_transcript"]) <= 0.25
+
+
+def test_worker_killed_mid_task_is_retried_and_api_stays_up(client: httpx.Client, server: ApiServer) -> None:
+    """What an OOM kill in a model does: the worker dies, the API does not, the task runs again."""
+    task_id = submit(client, JFK)
+    wait_for(client, task_id, RUNNING_STAGES)
+    (pid,) = worker_pids(server)
+    psutil.Process(pid).kill()
+    assert client.get("/health").status_code == 200
+    doc = wait_for(client, task_id, {"COMPLETE"})
+    assert wer(JFK_TEXT, doc["results"]["raw_transcript"]) <= 0.15
+    events = store_of(server).events(task_id)
+    assert [k for _, k, _ in events] == ["claimed", "requeued", "claimed", "finished"], events
+    assert events[-1][0] == 2  # finished on the second attempt
+
+
+def test_delete_finished_task_removes_results(client: httpx.Client, server: ApiServer) -> None:
+    task_id = submit(client, LIBRI)
+    wait_for(client, task_id, {"COMPLETE"})
+    result_dir: Path = server.data_dir / "objects" / "results" / task_id
+    assert (result_dir / "result.json").is_file()
+    body = client.delete(f"/v1/tasks/{task_id}").json()
+    assert body["cancelled"] is False and body["previous_status"] == "COMPLETE" and body["files_removed"] >= 2
+    assert not result_dir.exists()
+    assert client.get(f"/v1/status/{task_id}").status_code == 404
