@@ -26,13 +26,15 @@ T = TypeVar("T")
 
 @attrs.define(kw_only=True)
 class ApiServerLike(kmock.KubernetesEmulator):
-    """KMock plus what a real API server sets on create: uid, resourceVersion, generation and
-    creationTimestamp (the API backend and kopf rely on them; KMock leaves them out)."""
+    """KMock plus what a real API server sets on create: a name from generateName (kopf's Events),
+    uid, resourceVersion, generation and creationTimestamp (KMock leaves them out)."""
 
     async def _handle(self, request: Any) -> Any:
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
             meta.setdefault("uid", str(uuid.uuid4()))
             meta.setdefault("resourceVersion", "1")
             meta.setdefault("generation", 1)

@@ -61,6 +61,17 @@ def conditions(kube: Any, name: str) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in status(kube, name).get("conditions", [])}
 
 
+def events_for(kube: Any, name: str) -> list[tuple[str, str]]:
+    """(type, reason) of the Events posted about a Transcription."""
+    out = []
+    for res, _, ev_name in kube.objects:
+        if res.plural == "events" and not kube.objects[res, NS, ev_name].deleted:
+            ev = dict(kube.objects[res, NS, ev_name].raw)
+            if ev.get("involvedObject", {}).get("name") == name:
+                out.append((ev.get("type"), ev.get("reason")))
+    return sorted(out)
+
+
 def job_names(kube: Any) -> list[str]:
     return sorted(
         name for res, _, name in kube.objects if res.plural == "jobs" and not gone(kube, JOBS, name)
@@ -311,6 +322,8 @@ async def test_image_pull_backoff_fails_and_stops_the_job(kube: Any) -> None:
         )
         await eventually(lambda: status(kube, "tx-img").get("phase") == "Failed", what="Failed")
         await eventually(lambda: gone(kube, JOBS, job), what="the Job deleted")
+        await eventually(lambda: ("Warning", "ImagePullBackOff") in events_for(kube, "tx-img"), what="Event")
+    assert ("Normal", "JobCreated") in events_for(kube, "tx-img")
     st = status(kube, "tx-img")
     assert "cannot be pulled" in st["error"] and "registry.example/maie-runner:test" in st["error"]
     assert conditions(kube, "tx-img")["Failed"]["reason"] == "ImagePullBackOff"
