@@ -27,6 +27,7 @@ from maie.transcription import (
     KIND,
     LABEL_MANAGED_BY,
     LABEL_TASK_ID,
+    MANAGED_BY_API,
     DeletionPolicy,
     Phase,
     Transcription,
@@ -35,7 +36,6 @@ from maie.transcription import (
     resource_name_for_task,
 )
 
-MANAGED_BY_API = "maie-api"
 # A resource with no status this long after creation means no operator is processing work.
 OPERATOR_GRACE = timedelta(seconds=60)
 

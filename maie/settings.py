@@ -243,6 +243,9 @@ class Settings(BaseSettings):
     runner_status_interval: float = Field(
         5.0, gt=0, description="Seconds between the runner's progress patches (stage changes go at once)."
     )
+    operator_gc_interval: float = Field(
+        300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."
+    )
 
     @field_validator("asr_language", mode="before")
     @classmethod

@@ -41,6 +41,7 @@ LABEL_TASK_ID = "maie.io/task-id"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "maie-operator"
+MANAGED_BY_API = "maie-api"  # on Transcriptions the API made: they expire after RESULT_TTL
 
 # Runner exit codes: the Job's podFailurePolicy fails the Job at once on TASK_FAILED (bad input,
 # missing model: retrying cannot help) and lets the Job's backoff retry on anything else.

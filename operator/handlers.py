@@ -12,14 +12,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
+
 from maie.operator import status as st
 from maie.operator.jobs import build_job
 from maie.operator.kube import Kube
-from pydantic import ValidationError
-
 from maie.settings import Settings
 from maie.storage.base import results_prefix
 from maie.transcription import (
@@ -29,6 +30,7 @@ from maie.transcription import (
     LABEL_MANAGED_BY,
     LABEL_TRANSCRIPTION,
     MANAGED_BY,
+    MANAGED_BY_API,
     PLURAL,
     VERSION,
     DeletionPolicy,
@@ -251,6 +253,29 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         if tx is not None and any(stop):
             ctx.api.delete_job(namespace, tx.status.job_name or job_name_for(owner))  # frees GPU and slot
             admit(ctx)
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="expire",
+        interval=ctx.settings.operator_gc_interval,
+        labels={LABEL_MANAGED_BY: MANAGED_BY_API},
+    )
+    def expire(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+        """API tasks are kept RESULT_TTL seconds after they finish, as in embedded mode; then the
+        resource is deleted and the finalizer removes its files. kubectl-made ones are left alone."""
+        try:
+            tx = Transcription.model_validate(dict(body))
+        except ValidationError:
+            return
+        done = tx.status.completed_at
+        if not (tx.status.phase and tx.status.phase.finished) or done is None:
+            return
+        if datetime.now(UTC) - done > timedelta(seconds=ctx.settings.result_ttl):
+            logger.info("result expired (RESULT_TTL=%s s); deleting", ctx.settings.result_ttl)
+            ctx.api.delete_transcription(namespace or "default", name)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="cleanup", retries=6, backoff=10)
     def cleanup(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:

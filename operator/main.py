@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+
 from maie.operator.handlers import Context, register
 from maie.operator.kube import load_configuration
-
 from maie.settings import Settings, get_settings
 
 

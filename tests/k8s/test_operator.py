@@ -472,3 +472,30 @@ async def test_deleting_a_running_resource_frees_its_slot(kube: Any) -> None:
         await delete_tx(kube, "s-1")
         await eventually(lambda: "s-2-run" in job_names(kube), what="s-2 admitted")
     assert first not in job_names(kube)
+
+
+async def test_finished_api_tasks_expire_after_result_ttl(kube: Any) -> None:
+    api_made = tx_body("tx-old", uid="uid-old")
+    api_made["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "maie-api"}
+    by_hand = tx_body("tx-mine", uid="uid-mine")
+    settings = op_settings(operator_gc_interval=0.2, result_ttl=60, operator_deletion_policy="Retain")
+    async with running_operator(settings, [NS]):
+        for body in (api_made, by_hand):
+            await create(kube, body)
+            job = await eventually(
+                lambda n=body["metadata"]["name"]: obj(kube, JOBS, job_name_for(n))["metadata"]["name"]
+            )
+            await job_status(
+                kube,
+                job,
+                active=0,
+                succeeded=1,
+                conditions=finished("Complete"),
+                completionTime="2020-01-01T00:00:00Z",
+            )
+            await eventually(
+                lambda n=body["metadata"]["name"]: status(kube, n).get("phase") == "Succeeded",
+                what="Succeeded",
+            )
+        await eventually(lambda: gone(kube, TX, "tx-old"), what="the expired API task deleted")
+    assert status(kube, "tx-mine")["phase"] == "Succeeded"  # kubectl-made resources stay
