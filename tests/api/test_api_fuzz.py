@@ -1,4 +1,4 @@
-"""Schemathesis fuzzes each operation of the OpenAPI schema over real HTTP: no 5xx, errors keep their shape."""
+"""Schemathesis fuzzes each operation of the OpenAPI schema over real HTTP: no 5xx, one error shape."""
 
 from __future__ import annotations
 
