@@ -1,0 +1,117 @@
+"""The benchmark inputs: real recordings with references, and a long input made by concatenating them.
+
+References come from ../shared/data/MANIFEST.tsv and refs/; WER is computed after normalising case,
+punctuation and whitespace (the references are close, not always word-exact).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("MAIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+WORK = ROOT / "benchmarks" / "work"
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class Recording:
+    name: str
+    path: Path
+    duration: float
+    reference: str | None  # None: no word-level reference (speaker turns only, or approximate)
+    language: str
+
+
+def _reference(cell: str) -> str | None:
+    if cell.startswith("refs/") and cell.endswith(".txt"):
+        return (DATA / cell).read_text(encoding="utf-8").strip()
+    if cell.startswith(("refs/", "[approximate]")) or cell.startswith("LEFT:"):
+        return None
+    return cell.strip() or None
+
+
+def recordings(data: Path = DATA) -> list[Recording]:
+    """Every recording in MANIFEST.tsv, in manifest order."""
+    rows = (data / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()
+    header = rows[0].split("\t")
+    col = {name: i for i, name in enumerate(header)}
+    out: list[Recording] = []
+    for line in rows[1:]:
+        cells = line.split("\t")
+        rel = cells[col["file"]]
+        name = Path(rel).name
+        out.append(
+            Recording(
+                name=name,
+                path=data / rel,
+                duration=float(cells[col["duration_s"]]),
+                reference=_reference(cells[col["reference_transcript_or_path"]]),
+                language=name.split("_", 1)[0],
+            )
+        )
+    return out
+
+
+def normalise(text: str) -> str:
+    """Lower case, no punctuation, single spaces (the WER convention of the data README)."""
+    text = unicodedata.normalize("NFC", text).lower()
+    text = re.sub(r"[^\w\s']", " ", text)
+    text = text.replace("'", "")
+    return " ".join(text.split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    return float(jiwer.wer(ref, hyp))
+
+
+def _decode(path: Path) -> np.ndarray:
+    from faster_whisper import decode_audio
+
+    return np.asarray(decode_audio(str(path), sampling_rate=SAMPLE_RATE), dtype=np.float32)
+
+
+def build_long_input(minutes: float = 45.0, target: Path | None = None) -> Recording:
+    """A `minutes`-long English wav made by concatenating real recordings that have references
+    (in manifest order, repeated), with 0.5 s of silence between them. Built once, then reused."""
+    target = target or WORK / f"long_{int(minutes)}min.wav"
+    ref_file = target.with_suffix(".ref.txt")
+    parts = [r for r in recordings() if r.language == "en" and r.reference]
+    if target.is_file() and ref_file.is_file():
+        with wave.open(str(target)) as w:
+            duration = w.getnframes() / w.getframerate()
+        return Recording(target.name, target, duration, ref_file.read_text(encoding="utf-8"), "en")
+    want = int(minutes * 60 * SAMPLE_RATE)
+    gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+    decoded = [(_decode(r.path), r.reference or "") for r in parts]
+    chunks: list[np.ndarray] = []
+    refs: list[str] = []
+    total = 0
+    while total < want:
+        for samples, ref in decoded:
+            if total >= want:
+                break
+            chunks.extend([samples, gap])
+            refs.append(ref)
+            total += len(samples) + len(gap)
+    audio = np.concatenate(chunks)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(target), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    ref_file.write_text("\n".join(refs), encoding="utf-8")
+    return Recording(target.name, target, len(audio) / SAMPLE_RATE, "\n".join(refs), "en")
