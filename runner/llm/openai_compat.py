@@ -20,7 +20,6 @@ from importlib.metadata import version as package_version
 from typing import Any, ClassVar
 
 import httpx
-from maie.runner.llm.base import ChatMessage, GenerationParams
 from tenacity import (
     RetryError,
     Retrying,
@@ -31,6 +30,7 @@ from tenacity import (
 
 from maie.contract import LlmVersion
 from maie.errors import LlmError
+from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.settings import Settings
 
 logger = logging.getLogger(__name__)
