@@ -187,8 +187,8 @@ class Settings(BaseSettings):
     )
     openai_response_format: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema",
-        description="Structured output sent to the server: json_schema (vLLM, llama.cpp, OpenAI), "
-        "json_object (JSON mode only), none (validation upstream only).",
+        description="Structured output asked of the server first: json_schema (vLLM, OpenAI), json_object "
+        "with a schema (llama-cpp-python's server), none; a rejected shape falls back to the next.",
     )
     openai_context_tokens: int | None = Field(
         None, ge=512, description="Context window of the served model; unset = the server's (vLLM) or 8192."
