@@ -65,6 +65,10 @@ class Context:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
+    def forget(self, namespace: str, name: str) -> None:
+        with self._locks_guard:
+            self._locks.pop((namespace, name), None)
+
 
 Change = Callable[[Transcription], tuple[TranscriptionStatus, list[st.Event]]]
 
@@ -291,6 +295,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             logger.info("deleted runner Job %s", job_name)
         if tx is not None:
             _delete_objects(ctx, tx, logger)
+        ctx.forget(namespace, name)
         admit(ctx)
 
 
@@ -305,7 +310,10 @@ def _check_job_exists(ctx: Context, tx: Transcription) -> None:
 
 
 def _lost_job(tx: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
-    """The Job is gone: fine if the runner had finished (TTL cleanup), a failure otherwise."""
+    """The Job is gone: fine if the runner had finished (TTL cleanup) or the resource is being
+    deleted (the finalizer stopped it), a failure otherwise."""
+    if tx.metadata.get("deletionTimestamp"):
+        return tx.status, []
     if tx.status.phase and tx.status.phase.finished and tx.status.condition(tx.status.phase.value):
         return tx.status, []
     return st.job_lost(tx.status)

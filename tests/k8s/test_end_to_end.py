@@ -101,3 +101,19 @@ async def test_missing_audio_fails_the_task_without_retrying(
     assert "audio not found" in status["error"] and status["errorCode"] == "audio_not_found"
     doc = json.loads(s3_store.get_bytes("results/nope/result.json"))
     assert doc["status"] == "FAILED"
+
+
+async def test_unreachable_s3_is_a_retryable_failure(kube: Any, tmp_path: Path) -> None:
+    """Infrastructure trouble exits 1 (the Job's backoff retries it) and says why in status."""
+    await cluster_config(kube)
+    spec = {"audio": {"uri": "s3://maie/audio/x/raw.flac"}, "features": ["raw_transcript"], "taskId": "x"}
+    async with running_operator(e2e_settings("127.0.0.1:9", "maie"), [NS]):
+        await put(kube, f"/apis/maie.io/v1alpha1/namespaces/{NS}/transcriptions", tx_body("unreach", spec))
+        job = await eventually(
+            lambda: dict(kube.objects[JOBS, NS, job_name_for("unreach")].raw), what="the Job"
+        )
+        code, output = await run_as_kubelet(kube, job, tmp_path)
+    assert code == 1, output
+    status = dict(kube.objects[TX, NS, "unreach"].raw)["status"]
+    assert status["error"].startswith("runner attempt failed:")
+    assert status["phase"] == "Running"  # not Failed: the Job may still retry
