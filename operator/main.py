@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import kopf
+from kubernetes.config.config_exception import ConfigException
 
+from maie.errors import MaieError
 from maie.operator.handlers import Context, register
 from maie.operator.kube import load_configuration
 from maie.settings import Settings, get_settings
@@ -49,7 +51,10 @@ def build(
 def run(namespaces: Sequence[str] = ()) -> None:
     """Watch the given namespaces (all when none); blocks until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    load_configuration()  # fail fast with a clear error when no cluster is configured
+    try:
+        load_configuration()  # fail fast with a clear error when no cluster is configured
+    except ConfigException as exc:
+        raise MaieError(f"no Kubernetes configuration: run in a pod or set KUBECONFIG ({exc})") from exc
     registry, _ = build(namespaces=namespaces)
     kopf.run(
         registry=registry,
