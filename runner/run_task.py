@@ -21,10 +21,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
-from maie.operator.kube import Kube
 from pydantic import ValidationError
 
 from maie.contract import ResultDocument, TaskStatus, utcnow
+from maie.operator.kube import Kube
 from maie.settings import Settings, get_settings
 from maie.storage.base import ObjectNotFound, result_key
 from maie.storage.s3 import S3ObjectStore
