@@ -16,6 +16,7 @@ import gc
 import importlib.metadata
 import logging
 import tempfile
+import warnings
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,8 +101,11 @@ class ChunkFormerBackend:
         path = resolve_model_dir(self.model_name, self.settings, "asr")
         check_model_dir(path)
         try:
-            import torch
-            from chunkformer import ChunkFormerModel
+            with warnings.catch_warnings():
+                # pydub warns that ffmpeg is missing; it is not needed: we always hand over a wav.
+                warnings.filterwarnings("ignore", message="Couldn't find ffmpeg", category=RuntimeWarning)
+                import torch
+                from chunkformer import ChunkFormerModel
         except ImportError as exc:
             raise BackendUnavailableError(
                 f"the chunkformer package is not installed ({exc}); pip install '.[chunkformer]' "

@@ -210,3 +210,20 @@ def test_real_chunkformer_large_vie_on_gpu() -> None:
     finally:
         backend.unload()
     assert AUDIO.is_dir()
+
+
+@needs_chunkformer
+def test_pipeline_runs_chunkformer_end_to_end(settings: Settings, tiny_chunkformer_dir: Path) -> None:
+    """The runner's own pipeline (preprocess → its 16 kHz wav → ChunkFormer) with the tiny model."""
+    from maie.contract import Feature, TaskRequest, TaskStatus
+    from maie.runner.pipeline import run_pipeline
+
+    cfg = _settings(settings, tiny_chunkformer_dir)
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=AsrOptions(backend="chunkformer"))
+    doc, _ = run_pipeline(AUDIO / "en_mm1_micro_machines.wav", request, settings=cfg, task_id="cf-e2e")
+    assert doc.status == TaskStatus.COMPLETE, doc.error
+    assert doc.versions is not None and doc.versions.asr_backend is not None
+    assert doc.versions.asr_backend.name == "chunkformer"
+    assert doc.versions.asr_backend.inference == "endless_decode"
+    assert doc.results is not None and doc.results.raw_transcript
+    assert doc.metrics is not None and doc.metrics.stage_seconds.get("asr", 0) > 0
