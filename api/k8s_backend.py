@@ -118,8 +118,8 @@ class KubernetesBackend:
         raw = await asyncio.to_thread(
             self.kube.get_transcription, self.namespace, resource_name_for_task(task_id)
         )
-        if raw is None:
-            return None
+        if raw is None or (raw.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # cancelled: the finalizer is still cleaning up
         tx = Transcription.model_validate(raw)
         if tx.status.submitted_at is None:  # the operator has not seen it yet
             stamp = (tx.metadata.get("annotations") or {}).get("maie.io/submitted-at")
