@@ -30,7 +30,10 @@ from maie.transcription import job_name_for, resource_name_for_task
 
 AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
 KEY = {"X-API-Key": "k8s-test-key"}
-pytestmark = pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}")
+pytestmark = [
+    pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}"),
+    pytest.mark.timeout(400),
+]
 
 
 def api_settings(s3_endpoint: str, bucket: str, tmp_path: Path, **extra: Any) -> Settings:

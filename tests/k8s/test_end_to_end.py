@@ -28,7 +28,10 @@ from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
 AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
-pytestmark = pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}")
+pytestmark = [
+    pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}"),
+    pytest.mark.timeout(400),
+]
 
 
 async def test_transcription_runs_through_the_runner_job(

@@ -15,6 +15,8 @@ from maie.settings import Settings
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
+pytestmark = pytest.mark.timeout(120)
+
 
 def op_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {
