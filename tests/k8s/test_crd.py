@@ -52,8 +52,6 @@ def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
     errors: list[str] = []
     env = celpy.Environment()
     for rule in node.get("x-kubernetes-validations", []):
-        if "oldSelf" in rule["rule"]:
-            continue  # transition rules only run on update (checked below)
         program = env.program(env.compile(rule["rule"]))
         if not bool(program.evaluate({"self": celpy.json_to_cel(value)})):
             errors.append(f"{path}: {rule['message']}")
@@ -169,14 +167,3 @@ def test_the_chart_ships_the_same_crd() -> None:
     assert (ROOT / "charts/maie/crds/transcription.yaml").read_text() == (
         ROOT / "crds/transcription.yaml"
     ).read_text()
-
-
-def test_spec_is_immutable_after_creation(crd: dict[str, Any]) -> None:
-    spec_schema = schema(crd)["properties"]["spec"]
-    (rule,) = [r for r in spec_schema["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
-    env = celpy.Environment()
-    program = env.program(env.compile(rule["rule"]))
-    old = {"audio": {"uri": "s3://m/a"}, "features": ["raw_transcript"]}
-    new = {"audio": {"uri": "s3://m/b"}, "features": ["raw_transcript"]}
-    assert program.evaluate({"self": celpy.json_to_cel(old), "oldSelf": celpy.json_to_cel(old)})
-    assert not program.evaluate({"self": celpy.json_to_cel(new), "oldSelf": celpy.json_to_cel(old)})
