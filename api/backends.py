@@ -89,7 +89,7 @@ class EmbeddedBackend:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        data_dir = Path(settings.data_dir)
+        data_dir = Path(settings.data_dir).resolve()
         self.store = TaskStore(data_dir / "tasks.sqlite3")
         self.objects = LocalObjectStore(data_dir / "objects")
         self.executor = LocalExecutor(settings, self.store, self.objects)

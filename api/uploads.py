@@ -108,9 +108,10 @@ def check_type(filename: str, content_type: str) -> str:
 class _FormSink:
     """Parser callbacks: text fields into memory (bounded), the file part onto disk (bounded)."""
 
-    def __init__(self, staging_dir: Path, max_bytes: int) -> None:
+    def __init__(self, staging_dir: Path, max_bytes: int, chunk_bytes: int) -> None:
         self.staging_dir = staging_dir
         self.max_bytes = max_bytes
+        self.chunk_bytes = chunk_bytes
         self.form = ParsedForm()
         self._header_field = bytearray()
         self._header_value = bytearray()
@@ -164,7 +165,7 @@ class _FormSink:
             raise _Abort(exc) from None
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         path = self.staging_dir / f"{uuid.uuid4().hex}.part"
-        self._fh = path.open("wb")
+        self._fh = path.open("wb", buffering=self.chunk_bytes)  # UPLOAD_CHUNK_BYTES: disk writes
         self._is_file = True
         self.form.upload = StagedUpload(
             path=path,
@@ -225,7 +226,9 @@ async def _drain(chunks: AsyncIterator[bytes], limit: int) -> None:
                 break
 
 
-async def receive_form(request: Request, staging_dir: Path, max_bytes: int) -> ParsedForm:
+async def receive_form(
+    request: Request, staging_dir: Path, max_bytes: int, chunk_bytes: int = 1024 * 1024
+) -> ParsedForm:
     """Parse a multipart/form-data body as it streams in; the caller owns (and must remove) the file."""
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data":
@@ -242,7 +245,7 @@ async def receive_form(request: Request, staging_dir: Path, max_bytes: int) -> P
             413, "file_too_large", f"the upload is larger than the {max_bytes // (1024 * 1024)} MB limit"
         )
 
-    sink = _FormSink(staging_dir, max_bytes)
+    sink = _FormSink(staging_dir, max_bytes, chunk_bytes)
     callbacks = {
         "on_part_begin": sink.on_part_begin,
         "on_header_field": sink.on_header_field,

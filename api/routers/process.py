@@ -151,7 +151,9 @@ async def process(
             f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later",
             headers={"Retry-After": "30"},
         )
-    form = await receive_form(request, backend.staging_dir, settings.max_file_size_mb * 1024 * 1024)
+    form = await receive_form(
+        request, backend.staging_dir, settings.max_file_size_mb * 1024 * 1024, settings.upload_chunk_bytes
+    )
     upload = form.upload
     submitted = False
     try:
