@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import mimetypes
 import os
 import signal
 import socket
@@ -135,7 +136,8 @@ def running_server(data_dir: Path, **settings: Any) -> Iterator[ApiServer]:
 def submit(client: httpx.Client, path: Path, features: list[str] | None = None, **fields: Any) -> str:
     data: dict[str, Any] = {"features": features or ["raw_transcript"], **fields}
     with path.open("rb") as fh:
-        response = client.post("/v1/process", files={"file": (path.name, fh, "audio/flac")}, data=data)
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        response = client.post("/v1/process", files={"file": (path.name, fh, ctype)}, data=data)
     assert response.status_code == 202, response.text
     task_id = response.json()["task_id"]
     assert isinstance(task_id, str)

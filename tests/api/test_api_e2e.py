@@ -20,6 +20,7 @@ from api_support import (
     TIMIT,
     TIMIT_TEXT,
     ApiServer,
+    running_server,
     submit,
     wait_for,
     wer,
@@ -149,3 +150,17 @@ def test_delete_finished_task_removes_results(client: httpx.Client, server: ApiS
     assert body["cancelled"] is False and body["previous_status"] == "COMPLETE" and body["files_removed"] >= 2
     assert not result_dir.exists()
     assert client.get(f"/v1/status/{task_id}").status_code == 404
+
+
+def test_task_over_job_timeout_is_stopped_and_failed(data_dir: Path) -> None:
+    """A 4.5-minute recording cannot be transcribed within JOB_TIMEOUT=10 s on this machine."""
+    long_talk = JFK.parent / "en_hp0_henry_f_phillips_spoken_wikipedia.ogg"
+    with running_server(data_dir, secret_api_key="k-timeout", job_timeout=10) as srv, srv.client() as c:
+        started = time.monotonic()
+        task_id = submit(c, long_talk)
+        wait_for(c, task_id, RUNNING_STAGES)
+        doc = wait_for(c, task_id, {"FAILED"}, timeout=60)
+        assert doc["error_code"] == "timeout" and "JOB_TIMEOUT" in doc["error"]
+        assert time.monotonic() - started < 40
+        assert worker_pids(srv) == []
+        assert c.get("/health").status_code == 200
