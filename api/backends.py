@@ -7,11 +7,13 @@ executor; a Kubernetes backend (Transcription resources + S3) implements the sam
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 from maie.api.executor import HEARTBEAT_KEY, LocalExecutor
 from maie.api.schemas import CheckResult
@@ -94,12 +96,30 @@ class EmbeddedBackend:
         self.objects = LocalObjectStore(data_dir / "objects")
         self.executor = LocalExecutor(settings, self.store, self.objects)
         self._staging = data_dir / "uploads"
+        self._lock_path = data_dir / "executor.lock"
+        self._lock: IO[str] | None = None
 
     @property
     def staging_dir(self) -> Path:
         return self._staging
 
+    def _take_lock(self) -> None:
+        """One service per data directory: a second one would requeue the first one's running tasks."""
+        self._lock = self._lock_path.open("w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise RuntimeError(
+                f"another `maie serve` is already using {self._lock_path.parent}; "
+                "stop it or give this one its own --data-dir"
+            ) from None
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
     async def start(self) -> None:
+        self._take_lock()
         self._staging.mkdir(parents=True, exist_ok=True)
         # Half-received uploads of a killed service are garbage.
         for leftover in self._staging.glob("*.part"):
@@ -108,6 +128,9 @@ class EmbeddedBackend:
 
     async def stop(self) -> None:
         await self.executor.stop()
+        if self._lock is not None:
+            self._lock.close()  # closing releases the flock
+            self._lock = None
 
     async def submit(self, submission: Submission) -> None:
         key = audio_key(submission.task_id, submission.upload.extension)

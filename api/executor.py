@@ -66,6 +66,7 @@ class LocalExecutor:
                 len(requeued),
                 len(failed),
             )
+        await self._beat()  # healthy from the first request on, not from the first tick
         self._loop_task = asyncio.create_task(self._loop(), name="maie-executor")
 
     async def stop(self) -> None:
@@ -106,10 +107,12 @@ class LocalExecutor:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.heartbeat_interval)
             self._wake.clear()
 
-    async def _tick(self) -> None:
-        now = datetime.now(UTC)
-        await asyncio.to_thread(self.store.set_meta, HEARTBEAT_KEY, now.isoformat())
+    async def _beat(self) -> None:
+        await asyncio.to_thread(self.store.set_meta, HEARTBEAT_KEY, datetime.now(UTC).isoformat())
         self.last_heartbeat = time.time()
+
+    async def _tick(self) -> None:
+        await self._beat()
         if time.monotonic() - self._last_sweep > SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             await self.sweep_expired()

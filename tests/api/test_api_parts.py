@@ -159,6 +159,19 @@ async def test_health_reflects_the_executor(tmp_path: Path) -> None:
         assert (await client.get("/health")).status_code == 503
 
 
+async def test_one_service_per_data_directory(tmp_path: Path) -> None:
+    first = EmbeddedBackend(_settings(tmp_path))
+    await first.start()
+    try:
+        with pytest.raises(RuntimeError, match="already using"):
+            await EmbeddedBackend(_settings(tmp_path)).start()
+    finally:
+        await first.stop()
+    again = EmbeddedBackend(_settings(tmp_path))
+    await again.start()  # free once the first has stopped
+    await again.stop()
+
+
 # --- the API key file ------------------------------------------------------------------------------
 def test_key_file_is_created_once_and_tightened(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
