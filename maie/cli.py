@@ -339,8 +339,9 @@ def run_task(
 def main() -> None:
     try:
         app()
-    except MaieError as exc:
-        _fail(exc.message)
+    except MaieError as exc:  # raised outside a command's own handling: still one line
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from typing import Any
 
 from jinja2 import Environment
 from jsonschema import Draft202012Validator
-from maie.runner.llm.base import ChatMessage, GenerationParams, LlmBackend
 
 from maie.errors import SummaryError
+from maie.runner.llm.base import ChatMessage, GenerationParams, LlmBackend
 
 # Tokens kept free for the chat template's own wrapping around messages.
 _CHAT_OVERHEAD_TOKENS = 64
@@ -96,11 +96,16 @@ def top_words(text: str, n: int = 12) -> list[str]:
 
 
 def _with_hint(messages: list[ChatMessage], problems: list[str], source: str) -> list[ChatMessage]:
-    """A retry says what was wrong and offers words from the text (extractive help for small models)."""
-    hint = "Your previous answer was not usable: " + "; ".join(problems[:2]) + "."
+    """Offer the text's key words (extractive help: small models drift to generic prose without
+    it) and, on a retry, say what was wrong with the previous answer."""
+    hint = ""
+    if problems:
+        hint = "Your previous answer was not usable: " + "; ".join(problems[:2]) + ". "
     words = top_words(source)
     if words:
-        hint += " Write about the text above and use its words, such as: " + ", ".join(words) + "."
+        hint += "Write about the text above and use its words, such as: " + ", ".join(words) + "."
+    if not hint:
+        return messages
     last = messages[-1]
     return [*messages[:-1], ChatMessage(last.role, f"{last.content}\n\n{hint}")]
 
@@ -124,14 +129,16 @@ def tidy(value: Any, seen: list[Any] | None = None) -> Any:
     repeating one sentence under every heading is a small model's commonest slip."""
     seen = [] if seen is None else seen
     if isinstance(value, str):
-        return " ".join(value.split())
+        sentences = re.split(r"(?<=[.!?])\s+", " ".join(value.split()))
+        return " ".join(dict.fromkeys(s for s in sentences if s))  # a sentence said twice, once
     if isinstance(value, dict):
         return {k: tidy(v, seen) for k, v in value.items()}
     if isinstance(value, list):
         kept: list[Any] = []
         for item in (tidy(v, seen) for v in value):
             key = item.lower() if isinstance(item, str) else item
-            if key not in seen and item not in ("", {}, []):
+            wordless = isinstance(item, str) and not re.search(r"[^\W\d_]{2,}", item)
+            if key not in seen and item not in ("", {}, []) and not wordless:
                 seen.append(key)
                 kept.append(item)
         return kept
@@ -153,9 +160,6 @@ def content_problems(summary: dict[str, Any], source_words: set[str]) -> list[st
     written = content_words(" ".join(t for _, t in strings))
     if written and not written & source_words:
         problems.append("the summary shares no words with the transcript")
-    prose = summary.get("summary")
-    if isinstance(prose, str) and prose and not content_words(prose) & source_words:
-        problems.append("$.summary shares no words with the transcript")
     return problems
 
 
@@ -305,12 +309,12 @@ class Summarizer:
                 }
             )
             self.calls += 1
-            prompt = messages if attempt == 0 else _with_hint(messages, problems, source)
+            prompt = _with_hint(messages, problems, source)
             raw = self.backend.complete(prompt, params, json_schema=schema)
             problems = []
             value: Any = None
             try:
-                value = tidy(json.loads(raw))
+                value = tidy(json.loads(raw, strict=False))  # raw newlines in strings are tidied
             except json.JSONDecodeError as exc:
                 problems.append(f"not valid JSON ({exc.msg} at character {exc.pos})")
             if not problems:

@@ -15,11 +15,10 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from maie.runner.llm.base import ChatMessage, GenerationParams
-
 from maie.contract import LlmVersion
 from maie.errors import LlmError
 from maie.model_paths import checkpoint_hash, resolve_gguf
+from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.settings import Settings
 
 # llama-cpp-python's own defaults for create_chat_completion (recorded when nothing overrides them).
@@ -47,6 +46,8 @@ class LlamaCppBackend:
         for candidate in (
             self.model_path.with_suffix(".generation_config.json"),
             self.model_path.parent / "generation_config.json",
+            # Bundled models ship without one: MAIE carries theirs in templates/models/.
+            self.settings.templates_dir / "models" / f"{self.model_name}.generation_config.json",
         ):
             if candidate.is_file():
                 return candidate

@@ -114,7 +114,6 @@ def test_content_checks_catch_what_a_tiny_model_does() -> None:
     assert content_problems({"title": "<Title of the article>", "summary": "remote price"}, source)
     assert content_problems({"title": "1.0", "summary": "remote control price"}, source)
     assert content_problems({"title": "Weather today", "summary": "Sunny skies over Paris."}, source)
-    assert content_problems({"title": "Remote", "summary": "Sunny skies over Paris."}, source)
     repeated = "The remote control costs money and it is good. " * 2
     assert content_problems({"title": "Remote", "summary": repeated}, source)
     assert tidy({"a": ["x  y", "x y", "z"], "b": ["Z", "w"]}) == {"a": ["x y", "z"], "b": ["w"]}
