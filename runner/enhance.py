@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from maie.runner.llm.base import ChatMessage, GenerationParams, LlmBackend
 from rapidfuzz.distance import Levenshtein
+
+from maie.runner.llm.base import ChatMessage, GenerationParams, LlmBackend
 
 WORDS_PER_PIECE = 80
 _TOKEN = re.compile(r"\S+")

@@ -15,17 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from maie.runner import exports
-from maie.runner.asr import create_asr_backend
-from maie.runner.enhance import enhance, prompt_environment
-from maie.runner.llm import create_llm_backend
-from maie.runner.llm.base import LlmBackend
-from maie.runner.llm.generation import env_options, model_options, resolve
-from maie.runner.preprocess import preprocess
-from maie.runner.progress import ProgressCallback, Reporter, StagePlan
-from maie.runner.summarize import Summarizer
-from maie.runner.transcribe import transcribe
-
 from maie.contract import (
     Feature,
     LlmVersion,
@@ -38,6 +27,16 @@ from maie.contract import (
     utcnow,
 )
 from maie.errors import MaieError
+from maie.runner import exports
+from maie.runner.asr import create_asr_backend
+from maie.runner.enhance import enhance, prompt_environment
+from maie.runner.llm import create_llm_backend
+from maie.runner.llm.base import LlmBackend
+from maie.runner.llm.generation import env_options, model_options, resolve
+from maie.runner.preprocess import preprocess
+from maie.runner.progress import ProgressCallback, Reporter, StagePlan
+from maie.runner.summarize import Summarizer
+from maie.runner.transcribe import transcribe
 from maie.settings import Settings
 from maie.templates import TemplateCatalog
 

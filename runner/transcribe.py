@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from maie.contract import AsrOptions, AsrVersion, Segment
 from maie.runner.asr import create_asr_backend
 from maie.runner.asr.base import AsrInput
 from maie.runner.preprocess import TARGET_SAMPLE_RATE, PreparedAudio, write_wav
-
-from maie.contract import AsrOptions, AsrVersion, Segment
 from maie.settings import Settings
 
 

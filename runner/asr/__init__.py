@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 from maie.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
-    from maie.runner.asr.base import AsrBackend
-
     from maie.contract import AsrOptions
+    from maie.runner.asr.base import AsrBackend
     from maie.settings import Settings
 
 ASR_BACKENDS: dict[str, str] = {

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from importlib.metadata import version as package_version
 from typing import Any
 
-from maie.runner.asr.base import AsrInput, AsrOutput
-
 from maie.catalog import cuda_available
 from maie.contract import AsrOptions, AsrVersion, Segment, Word
 from maie.model_paths import checkpoint_hash, resolve_whisper_model
+from maie.runner.asr.base import AsrInput, AsrOutput
 from maie.settings import Settings
 
 # Below this length batching cannot help (one 30 s window) and sequential decoding is exact.

@@ -13,7 +13,6 @@ from maie.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from maie.runner.llm.base import LlmBackend
-
     from maie.settings import Settings
 
 LLM_BACKENDS: dict[str, str] = {

@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from maie.runner.llm.base import GenerationParams
-
 from maie.contract import GenerationOptions
+from maie.runner.llm.base import GenerationParams
 from maie.settings import Settings
 
 FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "repetition_penalty")
