@@ -12,6 +12,7 @@ import unicodedata
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,13 +69,31 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def wer(reference: str, hypothesis: str) -> float:
+def wer(reference: str, hypothesis: str, normaliser: str = "basic") -> float:
+    """WER after `basic` (case, punctuation) or `whisper` normalisation (Whisper's English text
+    normaliser: numbers, spellings, contractions — so "2,046,343" and "2 million 46 343" agree)."""
     import jiwer
 
-    ref, hyp = normalise(reference), normalise(hypothesis)
+    norm = normalise if normaliser == "basic" else _whisper_normaliser()
+    ref, hyp = norm(reference), norm(hypothesis)
     if not ref:
         return 0.0 if not hyp else 1.0
     return float(jiwer.wer(ref, hyp))
+
+
+def has_whisper_normaliser() -> bool:
+    try:
+        import whisper_normalizer.english  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _whisper_normaliser() -> Any:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    inner = EnglishTextNormalizer()
+    return lambda text: " ".join(inner(text).split())
 
 
 def _decode(path: Path) -> np.ndarray:

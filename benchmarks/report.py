@@ -60,13 +60,15 @@ def _engine_table(runs: list[Run], engines: list[str]) -> list[str]:
         sel = [r for r in runs if r.engine == e and not r.error]
         if not sel:
             err = next((r.error for r in runs if r.engine == e), "no run")
-            lines.append(f"| {e} | error: {err} | | | | |")
+            lines.append(f"| {e} | error: {err} | | | | | |")
             continue
         wall = statistics.median(r.wall_s for r in sel)
         wers = [r.wer for r in sel if r.wer is not None]
+        wn = [r.wer_whisper_norm for r in sel if r.wer_whisper_norm is not None]
         lines.append(
             f"| {e} | {wall:.2f} | {wall / sel[0].duration:.3f} | "
             f"{_fmt(statistics.median(wers), 3) if wers else '–'} | "
+            f"{_fmt(statistics.median(wn), 3) if wn else '–'} | "
             f"{max(r.peak_rss_mb for r in sel):.0f} | "
             f"{sel[0].inference or ('sequential' if e == 'bare' else '–')} |"
         )
@@ -110,7 +112,9 @@ def write_report(
         "wct2 = the `whisper-ctranslate2` CLI (own venv, same model directory).",
         "- Wall time includes model load. maie and bare are timed inside their process (imports "
         "excluded); wct2 is the whole CLI process (interpreter start and imports included, ~1–2 s).",
-        "- WER after lower-casing and removing punctuation (jiwer); references from shared/data.",
+        "- WER after lower-casing and removing punctuation (jiwer); references from shared/data. "
+        "'WER (Whisper norm.)' uses Whisper's English text normaliser (package whisper-normalizer) "
+        'instead, which also unifies numbers and spellings ("2,046,343" = "2 million 46 343").',
         "",
         f"## Target: maie ≤ {TARGET:.2f}× bare faster-whisper on {hp0.name} ({hp0.duration:.0f} s), "
         "WER no worse",

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import WORK, Recording, build_long_input, recordings, wer
+from corpus import WORK, Recording, build_long_input, has_whisper_normaliser, recordings, wer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -51,6 +51,7 @@ class Run:
     process_s: float = 0.0  # the whole process, interpreter start and imports included
     text: str = ""
     wer: float | None = None
+    wer_whisper_norm: float | None = None  # with Whisper's English normaliser (if installed)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     inference: str | None = None
     round: int = 0
@@ -156,8 +157,14 @@ def measure(engine: str, rec: Recording, round_no: int = 0, features: str = "raw
     except Exception as exc:  # a failed engine is reported, not fatal to the whole benchmark
         return Run(engine, rec.name, rec.duration, 0.0, 0.0, round=round_no, error=str(exc)[:300])
     if rec.reference and rec.language == "en" and not run.error:
-        run.wer = round(wer(rec.reference, run.text), 4)
+        _score(run, rec.reference)
     return run
+
+
+def _score(run: Run, reference: str) -> None:
+    run.wer = round(wer(reference, run.text), 4)
+    if has_whisper_normaliser():
+        run.wer_whisper_norm = round(wer(reference, run.text, "whisper"), 4)
 
 
 def _measure_wct2(rec: Recording, round_no: int) -> Run:
@@ -184,7 +191,7 @@ def _measure_wct2(rec: Recording, round_no: int) -> Run:
         "wct2", rec.name, rec.duration, round(wall, 3), round(rss, 1), round(wall, 3), text, round=round_no
     )
     if rec.reference and rec.language == "en":
-        run.wer = round(wer(rec.reference, text), 4)
+        _score(run, rec.reference)
     return run
 
 
@@ -250,6 +257,7 @@ def compare(rec: Recording, rounds: int, engines: list[str], log: list[Run]) -> 
 
 def _progress(run: Run) -> None:
     status = f"ERROR {run.error}" if run.error else f"{run.wall_s:7.2f}s  RTF {run.rtf:.3f}  WER {run.wer}"
+    status += f" / {run.wer_whisper_norm}" if run.wer_whisper_norm is not None else ""
     print(f"  [{run.engine:5}] {run.recording:48} r{run.round}  {status}  ({os.getloadavg()[0]:.1f} load)",
           flush=True)  # fmt: skip
 
