@@ -120,7 +120,14 @@ class LocalExecutor:
             row = await asyncio.to_thread(self.store.claim_next)
             if row is None:
                 break
-            await self._spawn(row)
+            try:
+                await self._spawn(row)
+            except Exception as exc:  # e.g. out of processes or file descriptors: retry later
+                log.error("could not start a worker for task %s: %s", row.id, exc)
+                await asyncio.to_thread(
+                    self.store.requeue, row.id, row.attempts, f"worker start failed: {exc}"
+                )
+                break
 
     async def _spawn(self, row: TaskRow) -> None:
         job = WorkerJob(
