@@ -218,3 +218,14 @@ def list_models(settings: Settings) -> list[ModelInfo]:
         )
     )
     return items
+
+
+def unavailable_backends(asr_backend: str | None, llm_backend: str | None, settings: Settings) -> str | None:
+    """Why a backend a request names cannot run here (None when both can): checked before queueing."""
+    wanted = {("asr", asr_backend), ("llm", llm_backend)} - {("asr", None), ("llm", None)}
+    if not wanted:
+        return None
+    for info in list_models(settings):
+        if (info.kind, info.backend_id) in wanted and not info.available:
+            return f"{info.kind} backend '{info.backend_id}' is not available here: {info.reason}"
+    return None

@@ -19,6 +19,7 @@ from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
 from maie.api.uploads import receive_form
+from maie.catalog import unavailable_backends
 from maie.contract import Feature, TaskRequest, utcnow
 from maie.errors import AudioError
 
@@ -166,6 +167,12 @@ async def process(
                 f"template_id: template '{task_request.template_id}' does not exist (available: {known})",
                 "template_not_found",
             )
+        if settings.mode == "embedded":  # in a cluster the runner image, not the API's, decides
+            problem = await asyncio.to_thread(
+                unavailable_backends, task_request.asr.backend, task_request.llm.backend, settings
+            )
+            if problem:
+                raise _bad(problem, "backend_unavailable")
         try:
             info = await asyncio.to_thread(check_audio, upload.path)
         except AudioTooShortError as exc:

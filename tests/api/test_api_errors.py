@@ -177,6 +177,7 @@ def test_415_undecodable_content_is_rejected_not_queued(client: httpx.Client, se
         ([("features", "raw_transcript"), ("asr_model", "../../etc")], "invalid_parameter", "not a path"),
         ([("features", "raw_transcript"), ("colour", "blue")], "unknown_field", "colour"),
         ([("features", "raw_transcript"), ("template_id", "a b")], "invalid_parameter", "template_id"),
+        ([("features", "raw_transcript"), ("llm_backend", "vllm")], "backend_unavailable", "vllm"),
     ],
 )
 def test_422_bad_parameters(
