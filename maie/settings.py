@@ -120,7 +120,9 @@ class Settings(BaseSettings):
     )
     llm_n_ctx: int = Field(8192, ge=512, description="llama.cpp context window (tokens).")
     llm_n_gpu_layers: int = Field(0, ge=-1, description="llama.cpp layers on GPU (-1 = all).")
-    llm_threads: int | None = Field(None, ge=1, description="llama.cpp threads; unset = all CPU cores.")
+    llm_threads: int | None = Field(
+        None, ge=1, description="llama.cpp threads; unset = half the CPU cores (llama.cpp default)."
+    )
     llm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory fraction.")
     llm_max_model_len: int = Field(32768, ge=512, description="vLLM context window.")
     llm_summary_max_retries: int = Field(2, ge=0, le=5, description="Retries on invalid summary output.")
