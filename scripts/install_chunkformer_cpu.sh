@@ -56,7 +56,9 @@ find "$TA_DIR" -maxdepth 1 -name '_torchaudio*.so' -delete 2>/dev/null || true
 
 # 3. chunkformer itself, without its (CUDA, training) dependencies, and what it imports at load time.
 pip_install --no-deps "chunkformer==$CHUNKFORMER_VERSION"
-pip_install transformers huggingface_hub pandas tqdm jiwer colorama pydub pyyaml numpy
+# Versions verified with chunkformer 1.2.2 on torch 2.13.0 (CPU); numpy, pyyaml and jiwer come from MAIE.
+pip_install "transformers==5.24.0" "huggingface_hub==2.4.0" "pandas==3.1.1" "tqdm==4.70.1" \
+  "colorama==0.4.6" "pydub==0.25.1" jiwer pyyaml numpy
 
 if ! check | grep -qx chunkformer-import-ok; then
   echo "error: chunkformer still does not import in $PY:" >&2
