@@ -160,10 +160,11 @@ def _llm_stages(
                 {
                     "template_id": request.template_id,
                     "schema_title": schema.get("title"),
-                    "constrained_decoding": True,
+                    "constrained_decoding": "JSON Schema without maxLength (lengths enforced after)",
                     "validation": "jsonschema Draft 2020-12 + content checks",
                     "max_retries": settings.llm_summary_max_retries,
                     "chunks": outcome.chunks,
+                    "answer_max_tokens": outcome.answer_tokens,
                     "llm_calls": outcome.calls,
                     "attempts": outcome.attempts,
                 },

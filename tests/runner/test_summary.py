@@ -13,6 +13,8 @@ from maie.runner.summarize import (
     content_problems,
     content_words,
     estimate_output_tokens,
+    fit_lengths,
+    grammar_schema,
     split_by_tokens,
     tidy,
 )
@@ -55,7 +57,7 @@ def test_clip_summary_validates(run_cli, tmp_path: Path) -> None:  # type: ignor
     assert len(llm["checkpoint_hash"]) == 64 and llm["quantization"] == "Q4_1"
     assert llm["structured_output"]["template_id"] == "meeting_notes_v1"
     assert llm["structured_output"]["chunks"] == 1
-    assert llm["decoding_params"]["max_tokens"] > 0
+    assert 50 < llm["structured_output"]["answer_max_tokens"] < 2000
     assert doc["metrics"]["stage_seconds"]["summary"] > 0
 
 
@@ -114,6 +116,18 @@ def test_content_checks_catch_what_a_tiny_model_does() -> None:
     assert content_problems({"title": "<Title of the article>", "summary": "remote price"}, source)
     assert content_problems({"title": "1.0", "summary": "remote control price"}, source)
     assert content_problems({"title": "Weather today", "summary": "Sunny skies over Paris."}, source)
-    repeated = "The remote control costs money and it is good. " * 2
-    assert content_problems({"title": "Remote", "summary": repeated}, source)
-    assert tidy({"a": ["x  y", "x y", "z"], "b": ["Z", "w"]}) == {"a": ["x y", "z"], "b": ["w"]}
+    assert content_problems({"title": "Remote {vocalsound}", "summary": "The remote price."}, source) == []
+    assert content_problems({"title": "Remote", "summary": '{"title": "remote"}'}, source)
+    tidied = tidy({"a": ["red  car", "red car", "blue", "..."], "b": ["BLUE", "green"]})
+    assert tidied == {"a": ["red car", "blue"], "b": ["green"]}
+    assert tidy("Price is set. Price is set. Done.") == "Price is set. Done."
+
+
+def test_lengths_are_enforced_after_decoding() -> None:
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 30}}}
+    assert "maxLength" not in grammar_schema(schema)["properties"]["s"]
+    long = "The price was set. The team then argued about colours for an hour."
+    assert fit_lengths({"s": long}, schema) == {"s": "The price was set."}
+    assert fit_lengths({"s": "one two three four five six seven eight nine"}, schema)["s"] == (
+        "one two three four five six"
+    )
