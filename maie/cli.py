@@ -289,6 +289,8 @@ def templates() -> None:
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List ASR and LLM backends and whether each is available here."""
+    from rich.markup import escape
+
     from maie.catalog import list_models
     from maie.settings import get_settings
 
@@ -297,7 +299,7 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         out.print_json(json.dumps([m.model_dump() for m in items]))
         return
     for m in items:
-        mark = "[green]available[/]" if m.available else f"[yellow]unavailable[/] ({m.reason})"
+        mark = "[green]available[/]" if m.available else f"[yellow]unavailable[/] ({escape(m.reason or '')})"
         out.print(f"[bold]{m.kind}/{m.backend_id}[/] {m.default_model or ''} — {mark}", highlight=False)
 
 

@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     )
     whisper_device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="cpu | cuda | auto.")
     whisper_compute_type: str = Field(
-        "int8", description="int8 (CPU), float16 / int8_float16 (GPU), or default."
+        "auto",
+        description="auto = int8 on CPU, float16 on GPU; or int8, int8_float16, float16, float32.",
     )
     whisper_beam_size: int = Field(5, ge=1, le=20, description="Beam size.")
     whisper_vad_filter: bool = Field(True, description="Silero VAD before decoding.")

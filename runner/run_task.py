@@ -24,6 +24,8 @@ import httpx
 from pydantic import ValidationError
 
 from maie.contract import ResultDocument, TaskStatus, utcnow
+from maie.errors import ModelNotFoundError
+from maie.model_check import require_models
 from maie.operator.kube import Kube
 from maie.settings import Settings, get_settings
 from maie.storage.base import ObjectNotFound, result_key
@@ -171,6 +173,11 @@ def run(name: str, namespace: str, settings: Settings, kube: Kube) -> int:
     )
     with tempfile.TemporaryDirectory(prefix=f"maie-{tx.task_id}-") as tmp:
         work = Path(tmp)
+        try:  # start-up check: every missing model named at once, before any download or load
+            require_models(settings, tx.spec.to_task_request())
+        except ModelNotFoundError as exc:
+            log.error("%s", exc.message)
+            return _finish(kube, store, tx, _failed_document(tx, exc.message, exc.code), {})
         try:
             audio = fetch_audio(tx.spec.audio.uri, store, work, settings)
         except TaskInputError as exc:

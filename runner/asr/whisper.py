@@ -35,7 +35,9 @@ class WhisperBackend:
         if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
         self.device = device
-        self.compute_type = settings.whisper_compute_type
+        compute = settings.whisper_compute_type
+        # The effective type is what versions record: int8 suits CPUs, float16 GPUs.
+        self.compute_type = ("float16" if device == "cuda" else "int8") if compute == "auto" else compute
         # Whisper writes cased, punctuated text; a deployment may override the flag.
         self.punctuates = True if settings.asr_punctuates is None else settings.asr_punctuates
         self._model: Any = None

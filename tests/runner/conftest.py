@@ -29,7 +29,7 @@ def bare_whisper(settings: Settings):  # type: ignore[no-untyped-def]
     from maie.model_paths import resolve_whisper_model
 
     path = resolve_whisper_model(settings.whisper_model_variant, settings)
-    return WhisperModel(str(path), device="cpu", compute_type=settings.whisper_compute_type)
+    return WhisperModel(str(path), device="cpu", compute_type="int8")
 
 
 @pytest.fixture(scope="session")
