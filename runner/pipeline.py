@@ -253,6 +253,14 @@ def run_pipeline(
         with run.stage(TaskStatus.PROCESSING_ASR, "asr") as report:
             transcript = transcribe(audio, request.asr, settings, progress=report, work_dir=work_dir)
         raw = transcript.text
+        # Kept if a later stage fails: a summary error must not lose the transcript.
+        run.doc = ResultDocument(
+            task_id=task_id,
+            status=TaskStatus.PROCESSING_LLM,
+            audio=audio.info,
+            versions=Versions(pipeline_version=settings.pipeline_version, asr_backend=transcript.version),
+            results=Results(raw_transcript=raw, segments=transcript.segments, language=transcript.language),
+        )
         clean, summary, rate, enh_metrics, enh_v, sum_v = raw, None, None, None, None, None
         if wants_llm:
             with run.stage(TaskStatus.PROCESSING_LLM, "llm") as report:

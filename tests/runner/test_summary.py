@@ -131,3 +131,25 @@ def test_lengths_are_enforced_after_decoding() -> None:
     assert fit_lengths({"s": "one two three four five six seven eight nine"}, schema)["s"] == (
         "one two three four five six"
     )
+
+
+def test_invalid_llm_output_fails_clearly_and_keeps_the_transcript(settings) -> None:  # type: ignore[no-untyped-def]
+    """5 tokens cannot hold a meeting-notes object: every attempt is invalid JSON, the task fails
+    with a clear error, and the transcript made before the LLM stage is still in the document."""
+    from maie.contract import GenerationOptions, LlmOptions, TaskRequest, TaskStatus
+    from maie.runner.pipeline import run_pipeline
+
+    strict = settings.model_copy(update={"llm_summary_max_retries": 1})
+    request = TaskRequest(
+        features=["raw_transcript", "summary"],
+        template_id="meeting_notes_v1",
+        llm=LlmOptions(**GenerationOptions(max_tokens=5).model_dump()),
+    )
+    doc, exports = run_pipeline(
+        recording("en_jfk_inaugural.flac").path, request, settings=strict, task_id="bad-llm"
+    )
+    assert doc.status is TaskStatus.FAILED and doc.error_code == "summary_invalid"
+    assert doc.error and "after 2 attempts" in doc.error and "not valid JSON" in doc.error
+    assert doc.results and "ask not what your country" in (doc.results.raw_transcript or "")
+    assert doc.versions and doc.versions.asr_backend is not None
+    assert exports == {}
