@@ -58,6 +58,7 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set",
         "imagePullSecrets[0].name=regcred",
     ],
+    "shared-llm-server": ["--set", "llmServer.enabled=true"],
 }
 
 
@@ -270,3 +271,23 @@ def test_helm_test_hook_submits_a_real_clip() -> None:
     (clip,) = [d for d in hooks if d["kind"] == "ConfigMap"]
     assert len(clip["binaryData"]["clip.flac"]) > 10_000
     assert "/v1/process" in clip["data"]["submit.py"]
+
+
+def test_shared_llm_server_is_wired_into_runner_jobs() -> None:
+    """With llmServer.enabled, runner Jobs use the vLLM server through the openai backend."""
+    docs = render("shared-llm-server")
+    server = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-llm"))
+    container = server["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "--served-model-name" in container["args"]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-llm"))
+    runner = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-runner"))[
+        "data"
+    ]
+    assert runner["LLM_BACKEND"] == "openai"
+    name, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
+    assert runner["OPENAI_BASE_URL"] == f"http://{name}.maie.svc:{port}/v1"
+    assert (
+        runner["LLM_SUMMARY_MODEL"] == container["args"][container["args"].index("--served-model-name") + 1]
+    )
+    assert not any(d["metadata"]["name"].endswith("-llm") for d in render("defaults"))
