@@ -109,7 +109,6 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
         disable=not console.is_terminal and not _force_progress(),
     ) as bar:
         tasks: dict[TaskStatus, TaskID] = {}
-        current: list[TaskStatus] = []
 
         def callback(stage: TaskStatus, fraction: float) -> None:
             if stage.finished:
@@ -120,7 +119,6 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
                 for t in tasks.values():
                     bar.update(t, completed=100)
                 tasks[stage] = bar.add_task(labels.get(stage, stage.value), total=100)
-                current.append(stage)
             bar.update(tasks[stage], completed=max(0.0, min(100.0, 100.0 * fraction)))
 
         return run(callback)

@@ -227,3 +227,18 @@ def test_bad_input_gives_one_clear_line(
     if result.exists():  # failures inside the pipeline are recorded too
         doc = json.loads(result.read_text())
         assert doc["status"] == "FAILED" and re.search(message, doc["error"])
+
+
+def test_cli_shows_a_progress_bar_per_stage(run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("MAIE_PROGRESS", "1")  # bars are drawn on terminals; force them into the pipe
+    proc = run_cli(
+        "transcribe",
+        str(recording("en_librispeech_1089-134691-0000.flac").path),
+        "--features",
+        "raw_transcript",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"Preprocess .*100%", proc.stderr) and re.search(r"Transcribe .*100%", proc.stderr)
+    assert "done 2.1s audio" in proc.stdout
