@@ -270,8 +270,13 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def expire(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         """API tasks are kept RESULT_TTL seconds after they finish, as in embedded mode; then the
         resource is deleted and the finalizer removes its files. kubectl-made ones are left alone."""
+        # The timer's body can lag behind the status the operator itself just patched: read it.
+        namespace = namespace or "default"
+        fresh = ctx.api.get_transcription(namespace, name)
+        if fresh is None:
+            return
         try:
-            tx = Transcription.model_validate(dict(body))
+            tx = Transcription.model_validate(fresh)
         except ValidationError:
             return
         done = tx.status.completed_at
@@ -279,7 +284,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         if datetime.now(UTC) - done > timedelta(seconds=ctx.settings.result_ttl):
             logger.info("result expired (RESULT_TTL=%s s); deleting", ctx.settings.result_ttl)
-            ctx.api.delete_transcription(namespace or "default", name)
+            ctx.api.delete_transcription(namespace, name)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="cleanup", retries=6, backoff=10)
     def cleanup(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
