@@ -106,6 +106,15 @@ class TaskRequest(BaseModel):
     def _dedupe(cls, value: list[Feature]) -> list[Feature]:
         return list(dict.fromkeys(value))
 
+    def needs_enhancement(self, default_mode: str, asr_punctuates: bool) -> bool:
+        """Whether the enhancement stage runs: asked for (clean transcript or its metrics), not
+        turned off, and forced or needed because the ASR model does not punctuate."""
+        mode = self.llm.enhancement or default_mode
+        wanted = Feature.CLEAN_TRANSCRIPT in self.features or Feature.ENHANCEMENT_METRICS in self.features
+        if not wanted or mode == "never":
+            return False
+        return mode == "always" or not asr_punctuates
+
     @model_validator(mode="after")
     def _summary_needs_template(self) -> TaskRequest:
         if Feature.SUMMARY in self.features and not self.template_id:

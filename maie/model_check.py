@@ -49,11 +49,7 @@ def _asr_needs(settings: Settings, request: TaskRequest) -> tuple[str, str, bool
 def _llm_tasks(settings: Settings, request: TaskRequest, asr_punctuates: bool) -> list[str]:
     """Which LLM stages the task will run (the pipeline's own rule for enhancement)."""
     tasks: list[str] = []
-    mode = request.llm.enhancement or settings.enhancement_mode
-    wants_clean = (
-        Feature.CLEAN_TRANSCRIPT in request.features or Feature.ENHANCEMENT_METRICS in request.features
-    )
-    if wants_clean and mode != "never" and (mode == "always" or not asr_punctuates):
+    if request.needs_enhancement(settings.enhancement_mode, asr_punctuates):
         tasks.append("enhancement")
     if Feature.SUMMARY in request.features:
         tasks.append("summary")

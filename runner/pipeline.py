@@ -77,14 +77,6 @@ class _Run:
             self.stage_progress(status, fraction)
 
 
-def _needs_enhancement(request: TaskRequest, settings: Settings, asr_punctuates: bool) -> bool:
-    mode = request.llm.enhancement or settings.enhancement_mode
-    wanted = Feature.CLEAN_TRANSCRIPT in request.features or Feature.ENHANCEMENT_METRICS in request.features
-    if not wanted or mode == "never":
-        return False
-    return mode == "always" or not asr_punctuates
-
-
 def _llm_backend(request: TaskRequest, settings: Settings, task: str) -> LlmBackend:
     model = request.llm.model or (
         settings.llm_enhancement_model if task == "enhancement" else settings.llm_summary_model
@@ -119,7 +111,7 @@ def _llm_stages(
     enhancement metrics and the two LLM versions."""
     request, settings = run.request, run.settings
     env = prompt_environment(str(settings.templates_dir / "prompts"))
-    do_enhance = _needs_enhancement(request, settings, asr_punctuates)
+    do_enhance = request.needs_enhancement(settings.enhancement_mode, asr_punctuates)
     do_summary = Feature.SUMMARY in request.features
     clean, summary, rate, enh_metrics = text, None, None, None
     enh_version = sum_version = None
@@ -241,8 +233,8 @@ def run_pipeline(
     try:
         # Resolve the ASR model first: a missing model fails before any decoding work.
         asr = create_asr_backend(request.asr.backend or settings.asr_backend, settings, request.asr)
-        wants_llm = Feature.SUMMARY in request.features or _needs_enhancement(
-            request, settings, asr.punctuates
+        wants_llm = Feature.SUMMARY in request.features or request.needs_enhancement(
+            settings.enhancement_mode, asr.punctuates
         )
         if Feature.SUMMARY in request.features and request.template_id:
             TemplateCatalog(settings.templates_dir).schema(request.template_id)
