@@ -53,8 +53,8 @@ def _comparison_table(runs: list[Run], engines: list[str]) -> list[str]:
 
 def _engine_table(runs: list[Run], engines: list[str]) -> list[str]:
     lines = [
-        "| engine | wall s (median) | RTF | WER | peak RSS MB | inference |",
-        "|---|---|---|---|---|---|",
+        "| engine | wall s (median) | RTF | WER | WER (Whisper norm.) | peak RSS MB | inference |",
+        "|---|---|---|---|---|---|---|",
     ]
     for e in engines:
         sel = [r for r in runs if r.engine == e and not r.error]
