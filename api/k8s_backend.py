@@ -18,7 +18,7 @@ from typing import Any
 from maie.api.backends import BackendHealth, CancelOutcome, Submission
 from maie.api.schemas import CheckResult
 from maie.contract import ResultDocument
-from maie.operator.kube import Kube
+from maie.kube import Kube
 from maie.settings import Settings
 from maie.storage.base import ObjectNotFound, audio_key, result_key, results_prefix
 from maie.storage.s3 import S3ObjectStore

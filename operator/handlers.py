@@ -18,9 +18,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from maie.kube import Kube
 from maie.operator import status as st
 from maie.operator.jobs import build_job
-from maie.operator.kube import Kube
 from maie.settings import Settings
 from maie.storage.base import results_prefix
 from maie.transcription import (

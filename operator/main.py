@@ -14,8 +14,8 @@ import kopf
 from kubernetes.config.config_exception import ConfigException
 
 from maie.errors import MaieError
+from maie.kube import load_configuration
 from maie.operator.handlers import Context, register
-from maie.operator.kube import load_configuration
 from maie.settings import Settings, get_settings
 
 

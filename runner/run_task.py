@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from maie.contract import ResultDocument, TaskStatus, utcnow
 from maie.errors import ModelNotFoundError
+from maie.kube import Kube
 from maie.model_check import require_models
-from maie.operator.kube import Kube
 from maie.settings import Settings, get_settings
 from maie.storage.base import ObjectNotFound, result_key
 from maie.storage.s3 import S3ObjectStore
