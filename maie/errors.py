@@ -29,6 +29,12 @@ class ModelNotFoundError(MaieError):
     code = "model_not_found"
 
 
+class ModelLoadError(MaieError):
+    """A model's files are there but cannot be loaded (truncated download, wrong format)."""
+
+    code = "model_load_failed"
+
+
 class BackendUnavailableError(MaieError):
     """A backend's optional package or hardware is missing."""
 

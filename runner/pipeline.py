@@ -36,7 +36,7 @@ from maie.runner.llm.generation import env_options, model_options, resolve
 from maie.runner.preprocess import preprocess
 from maie.runner.progress import ProgressCallback, Reporter, StagePlan
 from maie.runner.summarize import Summarizer
-from maie.runner.transcribe import transcribe
+from maie.runner.transcribe import loading_in_background, transcribe
 from maie.settings import Settings
 from maie.templates import TemplateCatalog
 
@@ -240,10 +240,13 @@ def run_pipeline(
             TemplateCatalog(settings.templates_dir).schema(request.template_id)
         run.reporter.plan = StagePlan(has_audio=True, has_llm=wants_llm)
 
-        with run.stage(TaskStatus.PREPROCESSING, "preprocessing") as report:
-            audio = preprocess(Path(audio_path), progress=report)
-        with run.stage(TaskStatus.PROCESSING_ASR, "asr") as report:
-            transcript = transcribe(audio, request.asr, settings, progress=report, work_dir=work_dir)
+        with loading_in_background(asr) as loading:  # the model loads while the file decodes
+            with run.stage(TaskStatus.PREPROCESSING, "preprocessing") as report:
+                audio = preprocess(Path(audio_path), progress=report)
+            with run.stage(TaskStatus.PROCESSING_ASR, "asr") as report:
+                transcript = transcribe(
+                    audio, request.asr, settings, progress=report, work_dir=work_dir, loaded=(asr, loading)
+                )
         raw = transcript.text
         # Kept if a later stage fails: a summary error must not lose the transcript.
         run.doc = ResultDocument(

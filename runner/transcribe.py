@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from maie.contract import AsrOptions, AsrVersion, Segment
 from maie.runner.asr import create_asr_backend
-from maie.runner.asr.base import AsrInput
+from maie.runner.asr.base import AsrBackend, AsrInput
 from maie.runner.preprocess import TARGET_SAMPLE_RATE, PreparedAudio, write_wav
 from maie.settings import Settings
 
@@ -29,14 +31,37 @@ class Transcript:
         return " ".join(s.text for s in self.segments if s.text)
 
 
+@contextmanager
+def loading_in_background(backend: AsrBackend) -> Iterator[Future[None]]:
+    """Load the ASR model in a thread while the caller decodes the audio; unload it on the way out.
+
+    Loading (0.3 s for tiny.en, seconds for large models) and decoding the file both wait on
+    native code, so on two cores they overlap. Whatever happens inside, the load is waited for
+    and the model released before the next stage."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maie-asr-load")
+    try:
+        yield pool.submit(backend.load)
+    finally:
+        pool.shutdown(wait=True)
+        backend.unload()
+
+
 def transcribe(
     audio: PreparedAudio,
     options: AsrOptions,
     settings: Settings,
     progress: Callable[[float], None] | None = None,
     work_dir: Path | None = None,
+    *,
+    loaded: tuple[AsrBackend, Future[None]] | None = None,
 ) -> Transcript:
-    backend = create_asr_backend(options.backend or settings.asr_backend, settings, options)
+    """Run the ASR stage. `loaded` is a backend whose model `loading_in_background` is loading
+    (the caller then owns unloading); without it the model is loaded and unloaded here."""
+    if loaded is not None:
+        backend, loading = loaded
+    else:
+        backend = create_asr_backend(options.backend or settings.asr_backend, settings, options)
+        loading = None
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".maie-asr-") as tmp:
@@ -45,7 +70,10 @@ def transcribe(
             wav_path = write_wav(audio.samples, Path(tmp) / "audio16k.wav")
         source = AsrInput(audio.samples, TARGET_SAMPLE_RATE, audio.duration, wav_path)
         try:
-            backend.load()
+            if loading is not None:
+                loading.result()  # re-raises a failed load here, in the ASR stage
+            else:
+                backend.load()
             segments: list[Segment] = []
             for segment in backend.transcribe(source):
                 segments.append(segment)
@@ -54,7 +82,8 @@ def transcribe(
             info = backend.result_info()
             version = backend.version()
         finally:
-            backend.unload()
+            if loading is None:
+                backend.unload()
     return Transcript(
         segments=segments,
         language=info.language,

@@ -15,6 +15,7 @@ from typing import Any
 
 from maie.catalog import cuda_available
 from maie.contract import AsrOptions, AsrVersion, Segment, Word
+from maie.errors import ModelLoadError
 from maie.model_paths import checkpoint_hash, resolve_whisper_model
 from maie.runner.asr.base import AsrInput, AsrOutput
 from maie.settings import Settings
@@ -50,13 +51,20 @@ class WhisperBackend:
     def load(self) -> None:
         from faster_whisper import WhisperModel
 
-        self._model = WhisperModel(
-            str(self.model_path),
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=self.settings.whisper_cpu_threads,
-            local_files_only=True,
-        )
+        try:
+            self._model = WhisperModel(
+                str(self.model_path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.settings.whisper_cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(
+                f"whisper model at {self.model_path} could not be loaded ({reason}); "
+                "replace its files (scripts/download_models.sh) or choose another model"
+            ) from exc
 
     def decoding_params(self, duration: float) -> tuple[str, dict[str, Any]]:
         """(inference mode, the keyword arguments for transcribe()) for audio of this length."""

@@ -190,6 +190,36 @@ def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None
     assert exports["transcript.srt"].count(" --> ") == len(segments)
 
 
+def test_a_model_whose_files_are_broken_fails_the_task_clearly(tmp_path: Path, settings: Settings) -> None:
+    """The model loads while the audio decodes; its failure still surfaces, named, in the ASR stage."""
+    broken = tmp_path / "tiny-broken"
+    shutil.copytree(resolve_whisper_model("tiny.en", settings), broken)
+    (broken / "model.bin").write_bytes(bytes(1000))  # a truncated download
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=AsrOptions(model=str(broken)))
+    doc, _ = run_pipeline(recording(JFK).path, request, settings=settings, task_id="broken-model")
+    assert doc.status is TaskStatus.FAILED
+    assert doc.error_code == "model_load_failed"
+    assert doc.error and str(broken) in doc.error and "\n" not in doc.error
+    assert doc.metrics and "preprocessing" in doc.metrics.stage_seconds
+
+
+def test_the_model_loading_beside_preprocessing_is_released_when_the_audio_is_bad(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from maie.errors import AudioError
+    from maie.runner.asr.whisper import WhisperBackend
+    from maie.runner.preprocess import preprocess
+    from maie.runner.transcribe import loading_in_background
+
+    corrupt = tmp_path / "broken.flac"
+    corrupt.write_bytes(b"fLaC" + bytes(4000))
+    backend = WhisperBackend(settings, AsrOptions())
+    with pytest.raises(AudioError), loading_in_background(backend) as loading:
+        preprocess(corrupt)
+    assert loading.done() and loading.exception() is None  # the load was waited for …
+    assert backend._model is None  # … and the model released, not left behind
+
+
 @pytest.mark.parametrize(
     ("make_input", "args", "message"),
     [
