@@ -159,6 +159,11 @@ class AsrVersion(BaseModel):
     device: str
     decoding_params: dict[str, Any] = Field(description="Exact keyword arguments given to the decoder.")
     inference: str = Field(description="sequential | batched | endless_decode …")
+    recovery: dict[str, Any] | None = Field(
+        None,
+        description="Batched whisper: speech the first pass left without words, decoded again — "
+        "min_gap_seconds and the clip_timestamps given to a second transcribe().",
+    )
     library_version: str | None = None
 
 

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     whisper_batch_size: int = Field(
         4, ge=0, le=64, description="faster-whisper batched inference batch size; 0 = plain sequential."
     )
+    whisper_recover_gap_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Batched mode: speech left without words for this long is decoded again; 0 = off.",
+    )
     whisper_cpu_threads: int = Field(0, ge=0, description="CTranslate2 CPU threads; 0 = all cores.")
 
     # --- ASR: chunkformer ---------------------------------------------------------------

@@ -75,10 +75,13 @@ def transcribe(
             else:
                 backend.load()
             segments: list[Segment] = []
+            reached = 0.0
             for segment in backend.transcribe(source):
                 segments.append(segment)
+                reached = max(reached, segment.end)
                 if progress and audio.duration > 0:
-                    progress(min(segment.end / audio.duration, 1.0))
+                    progress(min(reached / audio.duration, 1.0))
+            segments.sort(key=lambda s: (s.start, s.end))  # a second pass may fill earlier gaps
             info = backend.result_info()
             version = backend.version()
         finally:

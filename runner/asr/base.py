@@ -48,7 +48,8 @@ class AsrBackend(Protocol):
     def load(self) -> None: ...
 
     def transcribe(self, audio: AsrInput) -> Iterator[Segment]:
-        """Yield segments as they are decoded (long work is a generator)."""
+        """Yield segments as they are decoded (long work is a generator); mostly in time order —
+        a backend may add segments for earlier audio at the end, and the stage sorts them."""
         ...
 
     def result_info(self) -> AsrOutput:

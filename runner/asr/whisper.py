@@ -18,6 +18,7 @@ from maie.contract import AsrOptions, AsrVersion, Segment, Word
 from maie.errors import ModelLoadError
 from maie.model_paths import checkpoint_hash, resolve_whisper_model
 from maie.runner.asr.base import AsrInput, AsrOutput
+from maie.runner.asr.whisper_recovery import is_real_speech, unworded_speech
 from maie.settings import Settings
 
 # Below this length batching cannot help (one 30 s window) and sequential decoding is exact.
@@ -45,6 +46,7 @@ class WhisperBackend:
         self._decoding_params: dict[str, Any] = {}
         self._inference = "sequential"
         self._info: Any = None
+        self._recovery: dict[str, Any] | None = None
         self._segments_seen = 0
 
     # ----------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ class WhisperBackend:
             "language": o.language if o.language is not None else s.asr_language,
             "beam_size": o.beam_size or s.whisper_beam_size,
             "vad_filter": vad_filter,
-            "word_timestamps": s.asr_word_timestamps if o.word_timestamps is None else o.word_timestamps,
+            "word_timestamps": self._wants_words(),
         }
         if vad_filter:
             params["vad_parameters"] = {
@@ -89,6 +91,8 @@ class WhisperBackend:
         if batch_size > 1 and duration >= BATCH_MIN_SECONDS:
             # Batched windows are decoded independently: previous-text conditioning does not apply.
             params["batch_size"] = batch_size
+            if s.whisper_recover_gap_seconds > 0:
+                params["word_timestamps"] = True  # the recovery finds skipped speech by its words
             return "batched", params
         params["condition_on_previous_text"] = (
             s.whisper_condition_on_previous_text
@@ -101,27 +105,41 @@ class WhisperBackend:
         if self._model is None:
             self.load()
         self._inference, self._decoding_params = self.decoding_params(audio.duration)
-        if self._inference == "batched":
-            from faster_whisper import BatchedInferencePipeline
-
-            pipeline = BatchedInferencePipeline(model=self._model)
-            segments, self._info = pipeline.transcribe(audio.samples, **self._decoding_params)
-        else:
+        self._recovery = None
+        keep_words = self._wants_words()
+        if self._inference != "batched":
             segments, self._info = self._model.transcribe(audio.samples, **self._decoding_params)
-        for seg in segments:  # a generator: decoding happens as we iterate
-            words = None
-            if seg.words:
-                words = [
-                    Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word, probability=w.probability)
-                    for w in seg.words
-                ]
-            yield Segment(
-                start=round(seg.start, 3),
-                end=round(seg.end, 3),
-                text=seg.text.strip(),
-                avg_logprob=seg.avg_logprob,
-                words=words,
-            )
+            for seg in segments:  # a generator: decoding happens as we iterate
+                yield _segment(seg, keep_words)
+            return
+
+        from faster_whisper import BatchedInferencePipeline
+
+        pipeline = BatchedInferencePipeline(model=self._model)
+        segments, self._info = pipeline.transcribe(audio.samples, **self._decoding_params)
+        spans: list[tuple[float, float]] = []
+        for seg in segments:
+            spans.extend((w.start, w.end) for w in seg.words or [])
+            yield _segment(seg, keep_words)
+        gap = self.settings.whisper_recover_gap_seconds
+        if gap <= 0:
+            return
+        speech = self._info.transcription_options.clip_timestamps or []
+        clips = unworded_speech(speech, spans, min_gap=gap, sample_rate=audio.sample_rate)
+        self._recovery = {"min_gap_seconds": gap, "clip_timestamps": clips}
+        if not clips:
+            return
+        # Out of time order: the transcribe stage sorts segments by start.
+        again = {k: v for k, v in self._decoding_params.items() if k not in ("vad_filter", "vad_parameters")}
+        again["word_timestamps"] = keep_words
+        recovered, _ = pipeline.transcribe(audio.samples, clip_timestamps=clips, **again)
+        for seg in recovered:
+            if is_real_speech(seg):
+                yield _segment(seg, keep_words)
+
+    def _wants_words(self) -> bool:
+        o, s = self.options, self.settings
+        return s.asr_word_timestamps if o.word_timestamps is None else o.word_timestamps
 
     def result_info(self) -> AsrOutput:
         info = self._info
@@ -143,6 +161,7 @@ class WhisperBackend:
             device=self.device,
             decoding_params=self._decoding_params,
             inference=self._inference,
+            recovery=self._recovery,
             library_version=f"faster-whisper {package_version('faster-whisper')}, "
             f"ctranslate2 {package_version('ctranslate2')}",
         )
@@ -152,6 +171,22 @@ class WhisperBackend:
         gc.collect()
         if self.device == "cuda":
             _empty_cuda_cache()
+
+
+def _segment(seg: Any, keep_words: bool) -> Segment:
+    words = None
+    if keep_words and seg.words:
+        words = [
+            Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word, probability=w.probability)
+            for w in seg.words
+        ]
+    return Segment(
+        start=round(seg.start, 3),
+        end=round(seg.end, 3),
+        text=seg.text.strip(),
+        avg_logprob=seg.avg_logprob,
+        words=words,
+    )
 
 
 def _empty_cuda_cache() -> None:

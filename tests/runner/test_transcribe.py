@@ -188,6 +188,32 @@ def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None
     assert segments[-1].end > 250
     assert all(a.start <= b.start for a, b in itertools.pairwise(segments))
     assert exports["transcript.srt"].count(" --> ") == len(segments)
+    assert all(s.words is None for s in segments)  # words were only for the recovery: not asked for
+
+
+def test_batched_decoding_recovers_speech_the_first_pass_skipped(settings: Settings) -> None:
+    """en_hp0 ends with a URL read slowly inside the last 24 s chunk; batched decoding (no
+    timestamps) stops after "…documentation license." and drops it. The recovery decodes it."""
+    rec = recording("en_hp0_henry_f_phillips_spoken_wikipedia.ogg")
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT])
+    without = settings.model_copy(update={"whisper_recover_gap_seconds": 0.0})
+    plain, _ = run_pipeline(rec.path, request, settings=without, task_id="hp0-plain")
+    doc, _ = run_pipeline(rec.path, request, settings=settings, task_id="hp0-recovered")
+    tail = re.compile(r"available at www", re.IGNORECASE)
+    assert plain.results and not tail.search(plain.results.raw_transcript or "")
+    assert plain.versions and plain.versions.asr_backend.recovery is None  # type: ignore[union-attr]
+    assert doc.results and tail.search(doc.results.raw_transcript or "")
+    recovery = doc.versions.asr_backend.recovery  # type: ignore[union-attr]
+    assert recovery and recovery["min_gap_seconds"] == settings.whisper_recover_gap_seconds
+    clips = recovery["clip_timestamps"]
+    assert any(c["start"] > 250 and c["end"] > 270 for c in clips), clips
+    assert doc.versions.asr_backend.decoding_params["word_timestamps"] is True  # type: ignore[union-attr]
+    # the recovered words land in time order, after the text they follow
+    segments = doc.results.segments or []
+    assert tail.search(segments[-1].text) and segments[-1].start >= segments[-2].start
+    assert wer(rec.reference or "", doc.results.raw_transcript or "") < wer(
+        rec.reference or "", plain.results.raw_transcript or ""
+    )
 
 
 def test_a_model_whose_files_are_broken_fails_the_task_clearly(tmp_path: Path, settings: Settings) -> None:
