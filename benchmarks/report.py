@@ -124,7 +124,8 @@ def write_report(
         "- ASR for every engine: `tiny.en` (bundled CTranslate2 model), int8, beam 5, Silero VAD "
         "(min_silence_duration_ms=500, speech_pad_ms=400), condition_on_previous_text where sequential.",
         "- maie = `run_pipeline` (PyAV preprocessing + the whisper backend, default settings: batched "
-        "inference, batch 4, for audio ≥ 60 s, then speech left without words decoded again); bare = plain sequential `WhisperModel.transcribe`; "
+        "inference, batch 4, for audio ≥ 60 s, then speech left without words decoded again); "
+        "bare = plain sequential `WhisperModel.transcribe`; "
         "wct2 = the `whisper-ctranslate2` CLI (own venv, same model directory).",
         "- Wall time includes model load. maie and bare are timed inside their process (imports "
         "excluded); wct2 is the whole CLI process (interpreter start and imports included, ~1–2 s).",
