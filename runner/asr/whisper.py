@@ -88,8 +88,9 @@ class WhisperBackend:
                 else s.whisper_vad_speech_pad_ms,
             }
         batch_size = s.whisper_batch_size if o.batch_size is None else o.batch_size
-        if batch_size > 1 and duration >= BATCH_MIN_SECONDS:
+        if batch_size > 1 and duration >= BATCH_MIN_SECONDS and vad_filter:
             # Batched windows are decoded independently: previous-text conditioning does not apply.
+            # They are cut from the VAD's speech regions, so without VAD decoding is sequential.
             params["batch_size"] = batch_size
             if s.whisper_recover_gap_seconds > 0:
                 params["word_timestamps"] = True  # the recovery finds skipped speech by its words
@@ -132,6 +133,7 @@ class WhisperBackend:
         # Out of time order: the transcribe stage sorts segments by start.
         again = {k: v for k, v in self._decoding_params.items() if k not in ("vad_filter", "vad_parameters")}
         again["word_timestamps"] = keep_words
+        again["language"] = self._info.language  # as detected on the whole file, not per clip
         recovered, _ = pipeline.transcribe(audio.samples, clip_timestamps=clips, **again)
         for seg in recovered:
             if is_real_speech(seg):

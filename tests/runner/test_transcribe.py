@@ -191,6 +191,16 @@ def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None
     assert all(s.words is None for s in segments)  # words were only for the recovery: not asked for
 
 
+def test_long_audio_without_vad_decodes_sequentially(settings: Settings) -> None:
+    """Batched windows are cut from the VAD's speech regions: with VAD off there are none."""
+    from maie.runner.asr.whisper import WhisperBackend
+
+    backend = WhisperBackend(settings, AsrOptions(vad_filter=False))
+    mode, params = backend.decoding_params(600.0)
+    assert mode == "sequential" and params["vad_filter"] is False and "batch_size" not in params
+    assert WhisperBackend(settings, AsrOptions()).decoding_params(600.0)[0] == "batched"
+
+
 def test_batched_decoding_recovers_speech_the_first_pass_skipped(settings: Settings) -> None:
     """en_hp0 ends with a URL read slowly inside the last 24 s chunk; batched decoding (no
     timestamps) stops after "…documentation license." and drops it. The recovery decodes it."""
