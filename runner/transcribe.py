@@ -80,7 +80,8 @@ def transcribe(
                 segments.append(segment)
                 reached = max(reached, segment.end)
                 if progress and audio.duration > 0:
-                    progress(min(reached / audio.duration, 1.0))
+                    known = backend.progress()
+                    progress(min(reached / audio.duration, 1.0) if known is None else known)
             segments.sort(key=lambda s: (s.start, s.end))  # a second pass may fill earlier gaps
             info = backend.result_info()
             version = backend.version()

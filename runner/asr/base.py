@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,9 +10,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from maie.contract import AsrVersion, Segment
-
-# Called with (seconds of audio decoded so far, total seconds).
-AsrProgress = Callable[[float, float], None]
 
 
 @dataclass
@@ -50,6 +47,11 @@ class AsrBackend(Protocol):
     def transcribe(self, audio: AsrInput) -> Iterator[Segment]:
         """Yield segments as they are decoded (long work is a generator); mostly in time order —
         a backend may add segments for earlier audio at the end, and the stage sorts them."""
+        ...
+
+    def progress(self) -> float | None:
+        """How far transcribe() is (0–1) when the backend knows better than the last segment's end
+        (a second pass over earlier audio); None = judge by the segments."""
         ...
 
     def result_info(self) -> AsrOutput:

@@ -220,6 +220,9 @@ class ChunkFormerBackend:
             return [Segment(start=segments[0].start, end=segments[-1].end, text=joined)]
         return segments
 
+    def progress(self) -> float | None:
+        return None  # one pass in time order: the segments tell
+
     def result_info(self) -> AsrOutput:
         if self._last is None:
             raise MaieError("result_info() called before transcribe() was consumed")

@@ -23,6 +23,8 @@ from maie.settings import Settings
 
 # Below this length batching cannot help (one 30 s window) and sequential decoding is exact.
 BATCH_MIN_SECONDS = 60.0
+# The batched pass's share of the ASR progress bar; the recovery pass fills the rest.
+FIRST_PASS_SHARE = 0.9
 
 
 class WhisperBackend:
@@ -47,6 +49,7 @@ class WhisperBackend:
         self._inference = "sequential"
         self._info: Any = None
         self._recovery: dict[str, Any] | None = None
+        self._progress: float | None = None
         self._segments_seen = 0
 
     # ----------------------------------------------------------------------------------
@@ -107,6 +110,7 @@ class WhisperBackend:
             self.load()
         self._inference, self._decoding_params = self.decoding_params(audio.duration)
         self._recovery = None
+        self._progress = None  # sequential: the segments' ends tell
         keep_words = self._wants_words()
         if self._inference != "batched":
             segments, self._info = self._model.transcribe(audio.samples, **self._decoding_params)
@@ -116,18 +120,21 @@ class WhisperBackend:
 
         from faster_whisper import BatchedInferencePipeline
 
+        gap = self.settings.whisper_recover_gap_seconds
+        first_share = FIRST_PASS_SHARE if gap > 0 else 1.0
         pipeline = BatchedInferencePipeline(model=self._model)
         segments, self._info = pipeline.transcribe(audio.samples, **self._decoding_params)
         spans: list[tuple[float, float]] = []
         for seg in segments:
             spans.extend((w.start, w.end) for w in seg.words or [])
+            self._progress = first_share * min(seg.end / max(audio.duration, 1e-9), 1.0)
             yield _segment(seg, keep_words)
-        gap = self.settings.whisper_recover_gap_seconds
         if gap <= 0:
             return
         speech = self._info.transcription_options.clip_timestamps or []
         clips = unworded_speech(speech, spans, min_gap=gap, sample_rate=audio.sample_rate)
         self._recovery = {"min_gap_seconds": gap, "clip_timestamps": clips}
+        self._progress = first_share
         if not clips:
             return
         # Out of time order: the transcribe stage sorts segments by start.
@@ -136,8 +143,13 @@ class WhisperBackend:
         again["language"] = self._info.language  # as detected on the whole file, not per clip
         recovered, _ = pipeline.transcribe(audio.samples, clip_timestamps=clips, **again)
         for seg in recovered:
+            done = sum(1 for c in clips if c["start"] < seg.end)
+            self._progress = first_share + (1.0 - first_share) * done / len(clips)
             if is_real_speech(seg):
                 yield _segment(seg, keep_words)
+
+    def progress(self) -> float | None:
+        return self._progress
 
     def _wants_words(self) -> bool:
         o, s = self.options, self.settings

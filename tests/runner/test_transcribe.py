@@ -208,7 +208,14 @@ def test_batched_decoding_recovers_speech_the_first_pass_skipped(settings: Setti
     request = TaskRequest(features=[Feature.RAW_TRANSCRIPT])
     without = settings.model_copy(update={"whisper_recover_gap_seconds": 0.0})
     plain, _ = run_pipeline(rec.path, request, settings=without, task_id="hp0-plain")
-    doc, _ = run_pipeline(rec.path, request, settings=settings, task_id="hp0-recovered")
+    calls: list[tuple[TaskStatus, float]] = []
+    doc, _ = run_pipeline(
+        rec.path,
+        request,
+        settings=settings,
+        task_id="hp0-recovered",
+        stage_progress=lambda stage, fraction: calls.append((stage, fraction)),
+    )
     tail = re.compile(r"available at www", re.IGNORECASE)
     assert plain.results and not tail.search(plain.results.raw_transcript or "")
     assert plain.versions and plain.versions.asr_backend.recovery is None  # type: ignore[union-attr]
@@ -224,6 +231,10 @@ def test_batched_decoding_recovers_speech_the_first_pass_skipped(settings: Setti
     assert wer(rec.reference or "", doc.results.raw_transcript or "") < wer(
         rec.reference or "", plain.results.raw_transcript or ""
     )
+    # the ASR bar never goes back, and the batched pass fills 90% of it: the recovery the rest
+    asr = [f for stage, f in calls if stage is TaskStatus.PROCESSING_ASR]
+    assert asr == sorted(asr) and asr[-1] == 1.0
+    assert max(f for f in asr if f < 1.0) <= 0.9 and any(f > 0.8 for f in asr if f < 1.0)
 
 
 def test_a_model_whose_files_are_broken_fails_the_task_clearly(tmp_path: Path, settings: Settings) -> None:
