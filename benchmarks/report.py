@@ -31,8 +31,10 @@ def _overhead(runs: list[Run]) -> str:
     if not shares:
         return "maie pipeline overhead: not measured"
     return (
-        f"maie pipeline overhead (wall time outside faster-whisper: decoding the file, resampling, "
-        f"hashing, progress, writing result.json and exports; target < 5%): median "
+        f"maie pipeline overhead (wall time outside faster-whisper's calls: decoding the file, "
+        f"resampling, hashing, progress, writing result.json and exports; the model loads alongside "
+        f"the file's decoding, so this is what the pipeline adds to faster-whisper's own time; "
+        f"target < 5%): median "
         f"{100 * statistics.median(shares):.1f}% over {len(shares)} run(s), largest {100 * max(shares):.1f}%"
     )
 
