@@ -244,9 +244,7 @@ def run_pipeline(
             with run.stage(TaskStatus.PREPROCESSING, "preprocessing") as report:
                 audio = preprocess(Path(audio_path), progress=report)
             with run.stage(TaskStatus.PROCESSING_ASR, "asr") as report:
-                transcript = transcribe(
-                    audio, request.asr, settings, progress=report, work_dir=work_dir, loaded=(asr, loading)
-                )
+                transcript = transcribe(audio, asr, loading, progress=report, work_dir=work_dir)
         raw = transcript.text
         # Kept if a later stage fails: a summary error must not lose the transcript.
         run.doc = ResultDocument(

@@ -336,6 +336,7 @@ class Summarizer:
         step: str,
     ) -> dict[str, Any]:
         validator = Draft202012Validator(schema)
+        grammar = grammar_schema(schema)
         source_words = content_words(source)
         problems: list[str] = []
         base_temperature = self.params.temperature or 0.0
@@ -349,7 +350,7 @@ class Summarizer:
             )
             self.calls += 1
             prompt = _with_hint(messages, problems, source)
-            raw = self.backend.complete(prompt, params, json_schema=grammar_schema(schema))
+            raw = self.backend.complete(prompt, params, json_schema=grammar)
             problems = []
             value: Any = None
             try:

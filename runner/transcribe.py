@@ -10,11 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from maie.contract import AsrOptions, AsrVersion, Segment
-from maie.runner.asr import create_asr_backend
+from maie.contract import AsrVersion, Segment
 from maie.runner.asr.base import AsrBackend, AsrInput
 from maie.runner.preprocess import TARGET_SAMPLE_RATE, PreparedAudio, write_wav
-from maie.settings import Settings
 
 
 @dataclass
@@ -48,20 +46,13 @@ def loading_in_background(backend: AsrBackend) -> Iterator[Future[None]]:
 
 def transcribe(
     audio: PreparedAudio,
-    options: AsrOptions,
-    settings: Settings,
+    backend: AsrBackend,
+    loading: Future[None],
     progress: Callable[[float], None] | None = None,
     work_dir: Path | None = None,
-    *,
-    loaded: tuple[AsrBackend, Future[None]] | None = None,
 ) -> Transcript:
-    """Run the ASR stage. `loaded` is a backend whose model `loading_in_background` is loading
-    (the caller then owns unloading); without it the model is loaded and unloaded here."""
-    if loaded is not None:
-        backend, loading = loaded
-    else:
-        backend = create_asr_backend(options.backend or settings.asr_backend, settings, options)
-        loading = None
+    """Run the ASR stage with a backend whose model `loading_in_background` is loading (and will
+    unload)."""
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".maie-asr-") as tmp:
@@ -69,25 +60,18 @@ def transcribe(
         if getattr(backend, "needs_wav", False):
             wav_path = write_wav(audio.samples, Path(tmp) / "audio16k.wav")
         source = AsrInput(audio.samples, TARGET_SAMPLE_RATE, audio.duration, wav_path)
-        try:
-            if loading is not None:
-                loading.result()  # re-raises a failed load here, in the ASR stage
-            else:
-                backend.load()
-            segments: list[Segment] = []
-            reached = 0.0
-            for segment in backend.transcribe(source):
-                segments.append(segment)
-                reached = max(reached, segment.end)
-                if progress and audio.duration > 0:
-                    known = backend.progress()
-                    progress(min(reached / audio.duration, 1.0) if known is None else known)
-            segments.sort(key=lambda s: (s.start, s.end))  # a second pass may fill earlier gaps
-            info = backend.result_info()
-            version = backend.version()
-        finally:
-            if loading is None:
-                backend.unload()
+        loading.result()  # re-raises a failed load here, in the ASR stage
+        segments: list[Segment] = []
+        reached = 0.0
+        for segment in backend.transcribe(source):
+            segments.append(segment)
+            reached = max(reached, segment.end)
+            if progress and audio.duration > 0:
+                known = backend.progress()
+                progress(min(reached / audio.duration, 1.0) if known is None else known)
+        segments.sort(key=lambda s: (s.start, s.end))  # a second pass may fill earlier gaps
+        info = backend.result_info()
+        version = backend.version()
     return Transcript(
         segments=segments,
         language=info.language,

@@ -50,7 +50,6 @@ class WhisperBackend:
         self._info: Any = None
         self._recovery: dict[str, Any] | None = None
         self._progress: float | None = None
-        self._segments_seen = 0
 
     # ----------------------------------------------------------------------------------
     def load(self) -> None:
