@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from maie.contract import AsrOptions, Feature, TaskRequest, TaskStatus
+from maie.contract import AsrOptions, Feature, ResultDocument, TaskRequest, TaskStatus
 from maie.model_paths import checkpoint_hash, resolve_whisper_model
 from maie.runner.pipeline import run_pipeline
 from maie.settings import Settings
@@ -172,12 +172,29 @@ def test_base_model_is_joined_once_and_transcribes_vietnamese(settings: Settings
     assert doc.versions and doc.versions.asr_backend and doc.versions.asr_backend.model_variant == "base"
 
 
-def test_batched_inference_on_long_audio_is_recorded(settings: Settings) -> None:
-    """Long audio goes through faster-whisper's batched pipeline, and versions say so."""
-    rec = recording("en_hp0_henry_f_phillips_spoken_wikipedia.ogg")
+HP0 = "en_hp0_henry_f_phillips_spoken_wikipedia.ogg"
+
+
+@pytest.fixture(scope="module")
+def hp0_batched(settings: Settings) -> tuple[ResultDocument, dict[str, str], list[tuple[TaskStatus, float]]]:
+    """en_hp0 through the pipeline with default settings (batched + recovery), with its progress."""
+    calls: list[tuple[TaskStatus, float]] = []
     doc, exports = run_pipeline(
-        rec.path, TaskRequest(features=[Feature.RAW_TRANSCRIPT]), settings=settings, task_id="hp0"
+        recording(HP0).path,
+        TaskRequest(features=[Feature.RAW_TRANSCRIPT]),
+        settings=settings,
+        task_id="hp0",
+        stage_progress=lambda stage, fraction: calls.append((stage, fraction)),
     )
+    return doc, exports, calls
+
+
+def test_batched_inference_on_long_audio_is_recorded(
+    settings: Settings, hp0_batched: tuple[ResultDocument, dict[str, str], list[tuple[TaskStatus, float]]]
+) -> None:
+    """Long audio goes through faster-whisper's batched pipeline, and versions say so."""
+    rec = recording(HP0)
+    doc, exports, _ = hp0_batched
     assert doc.status is TaskStatus.COMPLETE, doc.error
     asr = doc.versions.asr_backend  # type: ignore[union-attr]
     assert asr is not None and asr.inference == "batched"
@@ -201,21 +218,16 @@ def test_long_audio_without_vad_decodes_sequentially(settings: Settings) -> None
     assert WhisperBackend(settings, AsrOptions()).decoding_params(600.0)[0] == "batched"
 
 
-def test_batched_decoding_recovers_speech_the_first_pass_skipped(settings: Settings) -> None:
+def test_batched_decoding_recovers_speech_the_first_pass_skipped(
+    settings: Settings, hp0_batched: tuple[ResultDocument, dict[str, str], list[tuple[TaskStatus, float]]]
+) -> None:
     """en_hp0 ends with a URL read slowly inside the last 24 s chunk; batched decoding (no
     timestamps) stops after "…documentation license." and drops it. The recovery decodes it."""
-    rec = recording("en_hp0_henry_f_phillips_spoken_wikipedia.ogg")
-    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT])
+    rec = recording(HP0)
     without = settings.model_copy(update={"whisper_recover_gap_seconds": 0.0})
+    request = TaskRequest(features=[Feature.RAW_TRANSCRIPT])
     plain, _ = run_pipeline(rec.path, request, settings=without, task_id="hp0-plain")
-    calls: list[tuple[TaskStatus, float]] = []
-    doc, _ = run_pipeline(
-        rec.path,
-        request,
-        settings=settings,
-        task_id="hp0-recovered",
-        stage_progress=lambda stage, fraction: calls.append((stage, fraction)),
-    )
+    doc, _, calls = hp0_batched
     tail = re.compile(r"available at www", re.IGNORECASE)
     assert plain.results and not tail.search(plain.results.raw_transcript or "")
     assert plain.versions and plain.versions.asr_backend.recovery is None  # type: ignore[union-attr]
