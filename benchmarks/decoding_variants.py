@@ -43,7 +43,6 @@ def conditioned_pipeline(model: Any) -> Any:
     """A BatchedInferencePipeline whose batch items are consecutive chunks of separate regions,
     each prompted with the text its region decoded last."""
     from faster_whisper import BatchedInferencePipeline
-    from faster_whisper.transcribe import Segment
 
     class Conditioned(BatchedInferencePipeline):  # type: ignore[misc]
         previous: list[list[int]]
@@ -92,32 +91,22 @@ def conditioned_pipeline(model: Any) -> Any:
             bounds = [round(i * n / b) for i in range(b + 1)]
             regions = [list(range(bounds[i], bounds[i + 1])) for i in range(b)]
             previous: list[list[int]] = [[] for _ in regions]
-            done: dict[int, list[dict[str, Any]]] = {}
-            emitted, seg_id = 0, 0
+            done: dict[int, Any] = {}
+            emitted = 0
             for k in range(max(len(r) for r in regions)):
                 active = [ri for ri, r in enumerate(regions) if k < len(r)]
                 idx = [regions[ri][k] for ri in active]
                 self.previous = [previous[ri] for ri in active]
-                results = self.forward(features[idx], tokenizer, [chunks_metadata[i] for i in idx], options)
-                for ri, i, result in zip(active, idx, results, strict=True):
-                    done[i] = result
-                    previous[ri] += [t for seg in result for t in seg["tokens"]]
+                # One batch through faster-whisper's own generator: without timestamps, one segment
+                # per chunk, in the order given.
+                step = super()._batched_segments_generator(
+                    features[idx], tokenizer, [chunks_metadata[i] for i in idx], len(idx), options, False
+                )
+                for ri, i, segment in zip(active, idx, step, strict=True):
+                    done[i] = segment
+                    previous[ri] += segment.tokens
                 while emitted in done:
-                    for seg in done.pop(emitted):
-                        seg_id += 1
-                        yield Segment(
-                            id=seg_id,
-                            seek=seg["seek"],
-                            start=seg["start"],
-                            end=seg["end"],
-                            text=seg["text"],
-                            tokens=seg["tokens"],
-                            avg_logprob=seg["avg_logprob"],
-                            no_speech_prob=seg["no_speech_prob"],
-                            compression_ratio=seg["compression_ratio"],
-                            temperature=0.0,
-                            words=None,
-                        )
+                    yield done.pop(emitted)
                     emitted += 1
 
     return Conditioned(model)
