@@ -28,8 +28,12 @@ console = Console(stderr=True)
 out = Console()
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _print_error(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _print_error(message)
     raise typer.Exit(code)
 
 
@@ -340,7 +344,7 @@ def main() -> None:
     try:
         app()
     except MaieError as exc:  # raised outside a command's own handling: still one line
-        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        _print_error(exc.message)  # (typer.Exit only works inside a command)
         sys.exit(2)
 
 
