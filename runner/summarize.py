@@ -549,20 +549,7 @@ class Summarizer:
         return _capital(result), []
 
     def _best_sentences(self, room: int, exclude: str = "") -> list[int]:
-        """The most central units (in transcript order) that fit in `room` characters."""
-        chosen: list[int] = []
-        used = 0
-        for i in (int(i) for i in np.argsort(-self.scores)):
-            text = self.units[i].text
-            if self.units[i].is_question or text.lower() in exclude.lower():
-                continue
-            if used + len(text) + 2 > room and (chosen or len(text) > 2 * room):
-                continue
-            chosen.append(i)
-            used += len(text) + 2
-            if used >= room * 0.8:
-                break
-        return sorted(chosen)
+        return best_sentences(self.units, self.scores, room, exclude)
 
     def _fill(self, text: str, high: int) -> str:
         """Generated sentences first, then the ranker's best sentences up to the field's length."""
@@ -656,6 +643,32 @@ class Summarizer:
             f"the LLM gave no valid '{plan.name}' after {self.max_retries + 1} attempts: "
             + "; ".join(problems)
         )
+
+
+def best_sentences(units: list[Unit], scores: np.ndarray, room: int, exclude: str = "") -> list[int]:
+    """The most central units (no questions, none already in `exclude`) that fit in `room`
+    characters, in transcript order: the extractive summary."""
+    chosen: list[int] = []
+    used = 0
+    for i in (int(i) for i in np.argsort(-scores)):
+        text = units[i].text
+        if units[i].is_question or text.lower() in exclude.lower():
+            continue
+        if used + len(text) + 2 > room and (chosen or len(text) > 2 * room):
+            continue
+        chosen.append(i)
+        used += len(text) + 2
+        if used >= room * 0.8:
+            break
+    return sorted(chosen)
+
+
+def extractive_summary(transcript: str, max_chars: int) -> str:
+    """The ranker alone: the transcript's most central sentences within max_chars."""
+    units = split_units(transcript)
+    scores = rank([u.text for u in units])
+    text = " ".join(_end(units[i].text) for i in best_sentences(units, scores, max_chars))
+    return str(fit_lengths(text, {"maxLength": max_chars}))
 
 
 def _text_budget(plan: FieldPlan) -> int:
