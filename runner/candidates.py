@@ -105,8 +105,12 @@ def _drop_cut_words(text: str) -> str:
     return " ".join(kept)
 
 
+_INLINE_LABEL = re.compile(r"(?:^|(?<=\s))([A-Z][\w'.-]*(?: [A-Z0-9][\w'.-]*){0,3}):\s")
+
+
 def speaker_turns(transcript: str) -> list[tuple[str | None, str]]:
-    """(speaker, text) per line; speakers only where most lines carry a "Name: " label."""
+    """(speaker, text) per turn; speakers only where the transcript carries "Name: " labels — at
+    most line starts, or (a transcript joined into one line) labels that recur inline."""
     lines = [line for line in transcript.splitlines() if line.strip()]
     matches = [_SPEAKER.match(line) for line in lines]
     labelled = sum(1 for m in matches if m)
@@ -114,7 +118,21 @@ def speaker_turns(transcript: str) -> list[tuple[str | None, str]]:
         return [
             (m.group(1), m.group(2)) if m else (None, line) for m, line in zip(matches, lines, strict=True)
         ]
-    return [(None, transcript)]
+    found = list(_INLINE_LABEL.finditer(transcript))
+    counts: dict[str, int] = {}
+    for m in found:
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    labels = sorted((label for label, n in counts.items() if n >= 3), key=len, reverse=True)
+    if not labels:
+        return [(None, transcript)]
+    # Again with the recurring labels only: "Alrigh Grad A: OK" holds the label "Grad A".
+    found = list(re.finditer(rf"(?:^|(?<=\s))({'|'.join(map(re.escape, labels))}):\s", transcript))
+    if len(found) < 5 or found[0].start() > 200:
+        return [(None, transcript)]
+    turns = [(None, transcript[: found[0].start()])] if transcript[: found[0].start()].strip() else []
+    for m, nxt in zip(found, [*found[1:], None], strict=True):
+        turns.append((m.group(1), transcript[m.end() : nxt.start() if nxt else len(transcript)]))
+    return turns
 
 
 def speakers(transcript: str) -> list[str]:

@@ -47,6 +47,7 @@ _QUESTION_ABOUT_RECORDING = re.compile(
     r"\b(?:what|who|which|how|why|when|where)\b[^.!]*\b(?:meeting|interview|lecture|talk|purpose|decisions?)\b",
     re.IGNORECASE,
 )
+_TASK_VERB = r"(?:,)?(?: will|'ll| should| can| is going to| has to| needs to)\b"
 _NOT_NAMES = frozenset(
     ["I", "OK", "Okay", "Yeah", "Yes", "No", "So", "And", "But", "Oh", "Um", "Uh", "Mm", "Hmm", "Well"]
 )
@@ -119,15 +120,18 @@ def item_problems(text: str) -> list[str]:
 
 
 def names(transcript: str) -> list[str]:
-    """People a task can belong to: speaker labels, and capitalised words that are never written in
-    lower case and never start a sentence in the transcript (so "Americans" in "my fellow
-    Americans" counts, "And" does not)."""
+    """People a task can belong to: speaker labels, and capitalised words never written in lower
+    case that stand inside a sentence ("my fellow Americans") or as the subject of a task at its
+    start ("Carla will check…"); "And" or "Perfect" at a sentence start are not names."""
     found = list(speakers(transcript))
     lower = {w.lower() for w in words(transcript) if not w[:1].isupper()}
     starts = {m.group(1) for m in re.finditer(r"(?:^|[.!?:]\s+|\n)([A-Z][\w'-]*)", transcript)}
-    for match in re.finditer(r"(?<=[a-z,;] )([A-Z][a-z]+(?:[A-Z][a-z]+)?)\b", transcript):
+    subjects = {m.group(1) for m in re.finditer(rf"\b([A-Z][a-z]+){_TASK_VERB}", transcript)}
+    for match in re.finditer(r"\b([A-Z][a-z]+)\b", transcript):
         word = match.group(1)
-        if word not in _NOT_NAMES and word.lower() not in lower and word not in starts:
+        if word in _NOT_NAMES or word.lower() in lower or word.lower() in STOP_WORDS:
+            continue
+        if word not in starts or word in subjects:
             found.append(word)
     return list(dict.fromkeys(found))
 
