@@ -152,13 +152,16 @@ def _llm_stages(
                 {
                     "template_id": request.template_id,
                     "schema_title": schema.get("title"),
-                    "constrained_decoding": "JSON Schema without maxLength (lengths enforced after)",
-                    "validation": "jsonschema Draft 2020-12 + content checks",
+                    "constrained_decoding": "per field: enum of candidate ids (grounded), "
+                    "pattern-bounded strings under a token budget (free)",
+                    "validation": "jsonschema Draft 2020-12 + grounding checks",
                     "max_retries": settings.llm_summary_max_retries,
                     "chunks": outcome.chunks,
                     "answer_max_tokens": outcome.answer_tokens,
                     "llm_calls": outcome.calls,
                     "attempts": outcome.attempts,
+                    "grounding": outcome.grounding,
+                    "seconds": outcome.seconds,
                 },
             )
             sum_version.decoding_params["sources"] = sources
