@@ -403,7 +403,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Quality on the QMSum meetings (summary field vs the human summary; list items)",
         "",
-        "| meeting | system | ROUGE-1 | ROUGE-2 | ROUGE-L | list items | traceable to transcript | owners not names | error |",
+        "| meeting | system | ROUGE-1 | ROUGE-2 | ROUGE-L | list items | traceable to transcript "
+        "| owners not names | error |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["quality"]:
@@ -416,13 +417,15 @@ def render(report: dict[str, Any]) -> str:
         "",
         "## Speed of the summary stage (seconds; fresh process each, model load included)",
         "",
-        "| input | round | code | stage | load | summarize | LLM calls | prompt eval (tokens) | decoding (tokens) | error |",
+        "| input | round | code | stage | load | summarize | LLM calls | prompt eval (tokens) "
+        "| decoding (tokens) | error |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["speed"]:
         out.append(
-            f"| {s['input']} | {s['round']} | {s['code']} | {s['stage_s']} | {s['load_s']} | {s['summarize_s']} | "
-            f"{s['llm_calls']} | {s['prompt_eval_s']} ({s['prompt_tokens']}) | {s['decode_s']} ({s['decode_tokens']}) | "
+            f"| {s['input']} | {s['round']} | {s['code']} | {s['stage_s']} | {s['load_s']} "
+            f"| {s['summarize_s']} | {s['llm_calls']} | {s['prompt_eval_s']} ({s['prompt_tokens']}) "
+            f"| {s['decode_s']} ({s['decode_tokens']}) | "
             f"{(s.get('error') or '')[:60]} |"
         )
     for name in ("jfk", "en_mm1"):

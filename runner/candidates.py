@@ -129,7 +129,8 @@ def speaker_turns(transcript: str) -> list[tuple[str | None, str]]:
     found = list(re.finditer(rf"(?:^|(?<=\s))({'|'.join(map(re.escape, labels))}):\s", transcript))
     if len(found) < 5 or found[0].start() > 200:
         return [(None, transcript)]
-    turns = [(None, transcript[: found[0].start()])] if transcript[: found[0].start()].strip() else []
+    head = transcript[: found[0].start()]
+    turns: list[tuple[str | None, str]] = [(None, head)] if head.strip() else []
     for m, nxt in zip(found, [*found[1:], None], strict=True):
         turns.append((m.group(1), transcript[m.end() : nxt.start() if nxt else len(transcript)]))
     return turns
