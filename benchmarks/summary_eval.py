@@ -59,7 +59,7 @@ def meeting(name: str) -> tuple[str, str]:
     """(transcript as "Speaker: text" lines, the human whole-meeting summary)."""
     data = json.loads((DATA / "meetings" / "qmsum" / f"{name}.json").read_text())
     text = "\n".join(f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"])
-    answer = next(q["answer"] for q in data["general_query_list"] if "whole meeting" in q["query"].lower())
+    answer = str(data["general_query_list"][0]["answer"])  # "Summarize the (whole) meeting"
     return text, answer
 
 
@@ -310,6 +310,13 @@ def main() -> None:
         "runs": {},
     }
 
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"summary-{datetime.now(UTC).date()}-{platform.node()[:12] or 'machine'}"
+
+    def save() -> None:  # after every step: a late failure loses nothing measured
+        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
+        (RESULTS / f"{stem}.md").write_text(render(report))
+
     # --- speed: old and new interleaved, fresh processes ------------------------------------
     clips = {"jfk": clip_transcript("en_jfk_inaugural.flac"), "en_mm1": clip_transcript("en_mm1")}
     for name, text in clips.items():
@@ -318,6 +325,7 @@ def main() -> None:
                 print(f"== speed {name} round {rnd} {code}", flush=True)
                 result = run_worker(code, text, templates, pkg, "llama_cpp")
                 report["speed"].append({"input": name, "round": rnd, **_speed(result)})
+                save()
 
     # --- quality (and the speed of one long meeting) ------------------------------------------
     server = None
@@ -358,15 +366,13 @@ def main() -> None:
                 rows.append(row)
             for row in rows:
                 report["quality"].append({"meeting": name, **row})
+            save()
     finally:
         if server is not None:
             server[0].terminate()
             server[0].wait(timeout=10)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"summary-{datetime.now(UTC).date()}-{platform.node()[:12] or 'machine'}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
-    (RESULTS / f"{stem}.md").write_text(render(report))
+    save()
     print(render(report))
     print(f"wrote {RESULTS / stem}.md and .json")
 
