@@ -13,7 +13,7 @@ So the object is assembled here, one field at a time, and each field is only as 
   brackets, within a per-field token budget; an answer cut by the budget is closed at its last
   whole word (`llm/json_output.py`). The text is checked (`grounding.free_text_problems`: content
   words from the transcript, no question, no restated prompt, no placeholder); sentences that fail
-  are dropped, a field left empty is retried, and after the retries the ranker's own sentences
+  are dropped, a field the answer did not reach is asked again, and otherwise the ranker's own sentences
   stand in, so a real transcript always gets a valid summary.
 
 Every LLM call shares one prefix (system prompt + numbered transcript lines), so llama.cpp (and a
@@ -481,8 +481,8 @@ class Summarizer:
         """The free strings (title, summary) in one call, each under its own token budget.
 
         Failing sentences are dropped (`_checked`). A long field (a summary) that kept a sentence
-        is filled up with the ranker's best sentences; fields with nothing usable are asked once
-        more, then made from the transcript's own words — so every field ends valid."""
+        is filled up with the ranker's best sentences; a field the answer did not reach is asked
+        once more; the rest are made from the transcript's own words — so every field ends valid."""
         done: dict[str, str] = {}
         pending = list(plans)
         # Each retry costs a generation; the extractive stand-in is faithful, so one retry is enough.
@@ -506,9 +506,14 @@ class Summarizer:
             )
             value, raw = self._ask(instruction, schema, budget, "+".join(p.name for p in pending), attempt)
             problems: list[str] = []
+            unanswered: list[FieldPlan] = []
             for plan in list(pending):
                 text = value.get(plan.name) if isinstance(value, dict) else None
-                checked, why = self._checked(text, plan) if isinstance(text, str) else ("", ["no text"])
+                if not isinstance(text, str) or not text.strip():
+                    problems.append(f"{plan.name}: no text")
+                    unanswered.append(plan)
+                    continue
+                checked, why = self._checked(text, plan)
                 if why:
                     problems += [f"{plan.name}: {w}" for w in why]
                     continue
@@ -521,11 +526,16 @@ class Summarizer:
                 }
                 pending.remove(plan)
             self._log("+".join(p.name for p in plans), attempt, problems, raw)
+            # Asked again only for fields the answer did not reach (its budget ran out first):
+            # measured on SmolLM2, text that failed the checks fails them again at a higher
+            # temperature, and each retry is a generation; the ranker's stand-in is faithful.
+            pending = unanswered
             if not pending:
                 break
-        for plan in pending:
-            done[plan.name] = self._extractive_text(plan)
-            record[plan.name] = {"mode": "extractive", "attempts": tries}
+        for plan in plans:
+            if plan.name not in done:
+                done[plan.name] = self._extractive_text(plan)
+                record[plan.name] = {"mode": "extractive", "attempts": attempt + 1}
         return done
 
     def _checked(self, text: str, plan: FieldPlan) -> tuple[str, list[str]]:
