@@ -441,7 +441,9 @@ class Summarizer:
         for n in picked:
             if plan.kind == "term":
                 phrase = self.phrases[n - 1]
-                unit = self._unit_with(phrase)
+                unit = self._unit_with(phrase, exclude=[x for x in sources if isinstance(x, int)])
+                if unit is None and "text" in plan.roles.values():
+                    continue  # a concept needs a sentence of its own that explains it
                 item = self._item(items_schema, plan, unit, phrase)
                 sources.append(unit.index if unit else phrase)
             else:
@@ -453,8 +455,13 @@ class Summarizer:
         record["units"] = sources
         return tidy(items), record
 
-    def _unit_with(self, phrase: str) -> Unit | None:
-        having = [u for u in self.units if phrase in u.text.lower() and not u.is_question]
+    def _unit_with(self, phrase: str, exclude: list[int] | None = None) -> Unit | None:
+        """The most central statement holding the phrase (not one another item already uses)."""
+        having = [
+            u
+            for u in self.units
+            if phrase in u.text.lower() and not u.is_question and u.index not in (exclude or [])
+        ]
         return max(having, key=lambda u: self.scores[u.index]) if having else None
 
     def _item(self, schema: dict[str, Any], plan: FieldPlan, unit: Unit | None, phrase: str | None) -> Any:
@@ -576,7 +583,7 @@ class Summarizer:
             if unit.is_question:
                 continue
             for clause in re.split(r"[,;:.!]\s*", unit.text):
-                clause = _LEADING_FILLER.sub("", clause).strip()
+                clause = _LEADING_FILLER.sub("", clause.replace('"', "")).strip()
                 n = len(clause.split())
                 if not 3 <= n <= 12 or len(clause) > high:
                     continue
