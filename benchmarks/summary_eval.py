@@ -79,8 +79,6 @@ def clip_transcript(name: str) -> str:
 # the worker: one summary stage in this process, instrumented (run with old or new code)
 # --------------------------------------------------------------------------------------
 def worker(args: argparse.Namespace) -> None:
-    import llama_cpp
-
     from maie.contract import TaskRequest
     from maie.runner.enhance import prompt_environment
     from maie.runner.llm import create_llm_backend
@@ -107,6 +105,10 @@ def worker(args: argparse.Namespace) -> None:
         model_options(gguf),
         {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "repetition_penalty": 1.0},
     )
+    # Imported only now, as the pipeline does: the backend's module sets OpenMP's wait policy
+    # before llama_cpp (and with it libgomp) is first loaded.
+    import llama_cpp
+
     llm = getattr(backend, "_llm", None)
     complete = backend.complete
 
