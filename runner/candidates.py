@@ -86,6 +86,7 @@ def clean(text: str) -> str:
     text = _drop_cut_words(text)
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
     text = re.sub(r"([.!?])(?:\s*[,;:])+", r"\1", text)
+    text = re.sub(r"[,;:]+\s*([.!?])", r"\1", text)  # "plastic,?" -> "plastic?"
     text = re.sub(r"^[\s,;:.-]+", "", " ".join(text.split()))
     text = re.sub(r"[\s,;:-]+$", "", text)
     return text[:1].upper() + text[1:] if text else text

