@@ -299,6 +299,7 @@ def main() -> None:
     parser.add_argument("--old-ref", default="aaae045", help="the commit to compare against")
     parser.add_argument("--rounds", type=int, default=3, help="old/new rounds on the short clips")
     parser.add_argument("--no-openai", action="store_true", help="skip the openai-backend run")
+    parser.add_argument("--skip-speed", action="store_true", help="quality only (report *-quality.md)")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -324,6 +325,7 @@ def main() -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"summary-{datetime.now(UTC).date()}-{platform.node()[:12] or 'machine'}"
+    stem += "-quality" if args.skip_speed else ""
 
     def save() -> None:  # after every step: a late failure loses nothing measured
         (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
@@ -332,7 +334,7 @@ def main() -> None:
     # --- speed: old and new interleaved, fresh processes ------------------------------------
     clips = {"jfk": clip_transcript("en_jfk_inaugural.flac"), "en_mm1": clip_transcript("en_mm1")}
     for name, text in clips.items():
-        for rnd in range(1, args.rounds + 1):
+        for rnd in range(1, 0 if args.skip_speed else args.rounds + 1):
             for code, pkg, templates in (
                 ("old", old_pkg, old_templates),
                 ("old+passive", old_pkg, old_templates),

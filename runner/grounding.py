@@ -32,9 +32,10 @@ REPORT_WORDS = frozenset(
     ]
 )  # fmt: skip
 # Text that stands in for content: template placeholders, JSON leaking into prose, filler answers.
-_PLACEHOLDER = re.compile(
-    r'<[^<>]{1,60}>|\{\s*"|"\s*:|\[\s*"|\b(?:lorem ipsum|n/?a|tbd|todo|insert|placeholder|'
-    r"unassigned|unknown|string|example|xxx+|etc)\b|\.\.\.|…",
+_PLACEHOLDER = re.compile(r'<[^<>]{1,60}>|\{\s*"|"\s*:|\[\s*"|\.\.\.|…')
+# Words that stand in for content, unless the recording itself says them ("an example of …").
+_PLACEHOLDER_WORDS = re.compile(
+    r"\b(?:lorem ipsum|n/?a|tbd|todo|insert|placeholder|unassigned|unknown|string|example|xxx+|etc)\b",
     re.IGNORECASE,
 )
 # Text about the prompt or the answer itself, not about the recording.
@@ -62,6 +63,8 @@ def stems(text: str) -> set[str]:
     """Stemmed, lower-cased content words (and numbers) of a text."""
     tokens = [w.lower().replace("’", "'") for w in words(text)]
     tokens = [t.split("'")[0] for t in tokens]  # "country's" -> "country"
+    # "forty-five" and "forty - five" (how QMSum spells it) are the same words.
+    tokens = [part for t in tokens for part in t.split("-")]
     kept = [t for t in tokens if t and (t.isdigit() or (t not in STOP_WORDS and len(t) > 1))]
     return set(_stemmer().stemWords(kept))
 
@@ -94,7 +97,7 @@ def free_text_problems(text: str, source: set[str], prompt: set[str]) -> list[st
         return ["has no words"]
     if "?" in text:
         problems.append("asks a question instead of stating")
-    if _PLACEHOLDER.search(text):
+    if _is_placeholder(text, source):
         problems.append("contains placeholder or JSON text")
     if _META.search(text):
         problems.append("talks about the prompt, not the recording")
@@ -109,12 +112,20 @@ def free_text_problems(text: str, source: set[str], prompt: set[str]) -> list[st
     return problems
 
 
-def item_problems(text: str) -> list[str]:
-    """Why a list item is not a statement from the recording (checked on chosen items too)."""
+def _is_placeholder(text: str, source: set[str] | None) -> bool:
+    if _PLACEHOLDER.search(text):
+        return True
+    said = source or set()
+    return any(not (stems(m.group(0)) & said) for m in _PLACEHOLDER_WORDS.finditer(text))
+
+
+def item_problems(text: str, source: set[str] | None = None) -> list[str]:
+    """Why a list item is not a statement from the recording (checked on chosen items too);
+    `source`: the transcript's stems, whose own words are never placeholders."""
     problems: list[str] = []
     if text.rstrip().endswith("?") or (_QUESTION_ABOUT_RECORDING.search(text) and "?" in text):
         problems.append("is a question")
-    if _PLACEHOLDER.search(text):
+    if _is_placeholder(text, source):
         problems.append("is placeholder text")
     return problems
 

@@ -302,7 +302,7 @@ class Summarizer:
             return [
                 u.index
                 for u in self.units
-                if u.is_question and not grounding.item_problems(u.text.rstrip("?") + ".")
+                if u.is_question and not grounding.item_problems(u.text.rstrip("?") + ".", self.source)
             ]
         return [u.index for u in self.units if kind in u.cues() or (kind == "term" and not u.is_question)]
 
