@@ -171,6 +171,10 @@ def run_job(job: WorkerJob) -> int:
 def main() -> int:
     job = WorkerJob.model_validate_json(sys.stdin.read())
     _die_with_parent(job.parent_pid)
+    # Models take every core they can; the API (status reads, uploads) must still answer at once.
+    # Set before any model thread exists: Linux threads inherit their creator's niceness.
+    with contextlib.suppress(OSError):
+        os.nice(int(job.settings.get("worker_nice", 0)))
     settings_env = job.settings.get("environment", "development")
     setup_logging(str(settings_env), bool(job.settings.get("debug", False)))
     request_id_var.set(job.task_id)

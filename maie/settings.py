@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=10, description="Runs of one task (after crashes) before FAILED.")
     result_ttl: int = Field(86400, ge=60, description="Seconds finished results and their files are kept.")
     heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between executor heartbeats.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of embedded worker processes, so the API stays responsive while models run.",
+    )
 
     # --- ASR: common --------------------------------------------------------------------
     asr_backend: AsrBackendName = Field("whisper", description="ASR backend: whisper | chunkformer.")
