@@ -245,6 +245,10 @@ async def receive_form(
             413, "file_too_large", f"the upload is larger than the {max_bytes // (1024 * 1024)} MB limit"
         )
 
+    if declared and declared.isdigit():
+        # A write buffer larger than the whole body only costs its allocation (1 MiB by default,
+        # more than the rest of a small upload's handling together).
+        chunk_bytes = max(min(chunk_bytes, int(declared)), 4096)
     sink = _FormSink(staging_dir, max_bytes, chunk_bytes)
     callbacks = {
         "on_part_begin": sink.on_part_begin,

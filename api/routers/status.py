@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from fastapi import Path as PathParam
 
 from maie.api.auth import require_api_key
@@ -34,13 +34,15 @@ def _canonical(task_id: str) -> str | None:
 
 
 @router.get("/status/{task_id}", response_model=StatusResponse, responses=_ERRORS, summary="Task status")
-async def get_status(backend: BackendDep, task_id: str = TaskId) -> StatusResponse:
+async def get_status(backend: BackendDep, task_id: str = TaskId) -> Response:
     """The result document: stage and progress while running; versions, metrics, results when done."""
     canonical = _canonical(task_id)
     doc = await backend.get(canonical) if canonical else None
     if doc is None:
         raise _not_found(task_id)
-    return StatusResponse.model_validate(doc.model_dump())
+    # Already a validated ResultDocument: serialise it once (a returned model would be dumped,
+    # validated against StatusResponse and dumped again, which cost more than reading the store).
+    return Response(doc.model_dump_json(), media_type="application/json")
 
 
 @router.delete("/tasks/{task_id}", response_model=CancelResponse, responses=_ERRORS, summary="Cancel a task")
