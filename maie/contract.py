@@ -146,6 +146,11 @@ class Segment(BaseModel):
     text: str
     avg_logprob: float | None = None
     words: list[Word] | None = None
+    # Whisper's own per-segment figures, where the backend gives them (OpenAI's verbose_json shows them).
+    seek: int | None = Field(None, description="Whisper: the decoding window's offset, in 10 ms frames.")
+    temperature: float | None = Field(None, description="Whisper: the sampling temperature that was kept.")
+    compression_ratio: float | None = Field(None, description="Whisper: gzip compression ratio of the text.")
+    no_speech_prob: float | None = Field(None, description="Whisper: probability of no speech.")
 
 
 class AsrVersion(BaseModel):
