@@ -1,4 +1,5 @@
-"""Per-request context: a request id (from X-Request-ID or new) on every log line and the response."""
+"""Per-request context: a request id (from X-Request-ID or new) on every log line and the response,
+and the request counted in the HTTP metrics (by route template)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from maie import metrics
 from maie.api.logging import request_id_var
 
 log = logging.getLogger("maie.api.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class RequestContextMiddleware:
@@ -43,8 +46,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "%s %s -> %d in %.1f ms",
-                scope.get("method"), scope.get("path"), status, (time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            elapsed = time.perf_counter() - started
+            log.info("%s %s -> %d in %.1f ms", scope.get("method"), scope.get("path"), status, elapsed * 1000)
+            # The route's template (set by the router), so ids never become label values.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "OTHER"
+            metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
             request_id_var.reset(token)
