@@ -19,9 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 import psutil
 
+from maie import metrics
 from maie.api.logging import request_id_var
 from maie.api.task_store import DONE, RUNNING, TaskRow, TaskStore
 from maie.api.worker import WorkerJob, settings_payload
+from maie.contract import ResultDocument
 from maie.settings import Settings
 from maie.storage.base import results_prefix
 from maie.storage.local import LocalObjectStore
@@ -166,6 +168,7 @@ class LocalExecutor:
                     process.kill()
                 await process.wait()
             await self._settle(row, process.returncode, timed_out)
+            await self._count_finished(row)
         finally:
             self._running.pop(row.id, None)
             self.wake()
@@ -205,6 +208,22 @@ class LocalExecutor:
                 self.store.requeue, row.id, row.attempts, f"worker exited with code {returncode}"
             )
             log.warning("task %s: worker exited with code %s; requeued", row.id, returncode)
+
+    async def _count_finished(self, row: TaskRow) -> None:
+        """The task's final status and stage seconds into the metrics, once (by this attempt)."""
+        current = await asyncio.to_thread(self.store.get, row.id)
+        if current is None or current.state != DONE or current.attempts != row.attempts:
+            return  # requeued, cancelled or finished by another attempt
+        measured = None
+        if current.document:
+            with contextlib.suppress(ValueError):
+                measured = ResultDocument.model_validate_json(current.document).metrics
+        metrics.observe_finished(
+            current.status.value,
+            current.error_code,
+            measured.stage_seconds if measured else None,
+            measured.processing_time_seconds if measured else None,
+        )
 
     # --- cancel and expiry ------------------------------------------------------------------
     async def cancel(self, task_id: str) -> tuple[TaskRow, int] | None:
