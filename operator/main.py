@@ -15,6 +15,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from maie.errors import MaieError
 from maie.kube import load_configuration
+from maie.metrics import start_operator_metrics_server
 from maie.operator.handlers import Context, register
 from maie.settings import Settings, get_settings
 
@@ -55,7 +56,8 @@ def run(namespaces: Sequence[str] = ()) -> None:
         load_configuration()  # fail fast with a clear error when no cluster is configured
     except ConfigException as exc:
         raise MaieError(f"no Kubernetes configuration: run in a pod or set KUBECONFIG ({exc})") from exc
-    registry, _ = build(namespaces=namespaces)
+    registry, ctx = build(namespaces=namespaces)
+    start_operator_metrics_server(ctx.settings.operator_metrics_port)  # Prometheus /metrics, own port
     kopf.run(
         registry=registry,
         settings=configure(kopf.OperatorSettings()),
