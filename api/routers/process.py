@@ -11,17 +11,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
+from maie import metrics
 from maie.api.auth import require_api_key
-from maie.api.backends import Submission
+from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
 from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
-from maie.api.uploads import receive_form
+from maie.api.uploads import StagedUpload, receive_form
 from maie.catalog import unavailable_backends
-from maie.contract import Feature, TaskRequest, utcnow
+from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
 from maie.errors import AudioError
+from maie.settings import Settings
 
 log = logging.getLogger("maie.api.process")
 router = APIRouter(prefix="/v1", tags=["processing"], dependencies=[Depends(require_api_key)])
@@ -60,6 +62,35 @@ _SAFE_NAME_RE = re.compile(SAFE_NAME)
 
 def _bad(detail: str, code: str = "invalid_parameter") -> ApiError:
     return ApiError(422, code, detail)
+
+
+async def ensure_queue_room(backend: TaskBackend, settings: Settings, *, after_upload: bool = False) -> None:
+    """429 when MAX_QUEUE_DEPTH tasks are unfinished (checked before reading a body, and again after)."""
+    if await backend.count_unfinished() < settings.max_queue_depth:
+        return
+    detail = (
+        "the queue filled up while the file was uploading; retry later"
+        if after_upload
+        else f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later"
+    )
+    raise ApiError(429, "queue_full", detail, headers={"Retry-After": "30"})
+
+
+async def checked_audio(upload: StagedUpload) -> AudioInfo:
+    """The upload's AudioInfo once it is proven decodable audio of at least a second (415/422 otherwise)."""
+    try:
+        return await asyncio.to_thread(check_audio, upload.path)
+    except AudioTooShortError as exc:
+        raise ApiError(422, "audio_too_short", exc.message) from None
+    except AudioError as exc:
+        detail = exc.message.replace(upload.path.name, "the upload")
+        raise ApiError(415, "undecodable_audio", detail) from None
+
+
+def count_accepted(route: str, upload: StagedUpload) -> None:
+    metrics.TASKS_SUBMITTED.labels(route=route).inc()
+    metrics.UPLOAD_BYTES.inc(upload.size)
+    metrics.UPLOAD_SIZE.observe(upload.size)
 
 
 def _scalar(name: str, values: list[str]) -> Any:
@@ -145,13 +176,7 @@ async def process(
     request: Request, settings: SettingsDep, backend: BackendDep, catalog: CatalogDep
 ) -> ProcessResponse:
     """Multipart upload: `file` plus options. Returns at once; poll GET /v1/status/{task_id}."""
-    if await backend.count_unfinished() >= settings.max_queue_depth:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later",
-            headers={"Retry-After": "30"},
-        )
+    await ensure_queue_room(backend, settings)
     form = await receive_form(
         request, backend.staging_dir, settings.max_file_size_mb * 1024 * 1024, settings.upload_chunk_bytes
     )
@@ -173,19 +198,8 @@ async def process(
             )
             if problem:
                 raise _bad(problem, "backend_unavailable")
-        try:
-            info = await asyncio.to_thread(check_audio, upload.path)
-        except AudioTooShortError as exc:
-            raise ApiError(422, "audio_too_short", exc.message) from None
-        except AudioError as exc:
-            raise ApiError(
-                415, "undecodable_audio", exc.message.replace(upload.path.name, "the upload")
-            ) from None
-        if await backend.count_unfinished() >= settings.max_queue_depth:
-            raise ApiError(
-                429, "queue_full", "the queue filled up while the file was uploading; retry later",
-                headers={"Retry-After": "30"},
-            )  # fmt: skip
+        info = await checked_audio(upload)
+        await ensure_queue_room(backend, settings, after_upload=True)
         task_id = str(uuid.uuid4())
         await backend.submit(
             Submission(
@@ -198,6 +212,7 @@ async def process(
             )
         )
         submitted = True
+        count_accepted("/v1/process", upload)
     finally:
         if upload is not None and not submitted:
             upload.path.unlink(missing_ok=True)
