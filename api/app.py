@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,13 +13,15 @@ from maie.api.auth import resolve_api_key
 from maie.api.backends import TaskBackend, create_backend
 from maie.api.errors import install_error_handlers
 from maie.api.middleware import RequestContextMiddleware
-from maie.api.routers import discovery, health, process, status
+from maie.api.routers import discovery, events, health, metrics, openai, process, status, web
 from maie.settings import Settings, get_settings
 
 DESCRIPTION = """\
-Upload a recording, poll its status, read the raw transcript, clean transcript and structured summary,
-with the versions and metrics of the run. Every `/v1` route needs the `X-API-Key` header;
-`/health` and these docs are public. Errors are `{"detail": "...", "code": "..."}`.
+Upload a recording, follow its progress (poll, or Server-Sent Events), read the raw transcript, clean
+transcript and structured summary, with the versions and metrics of the run. Every `/v1` route needs
+the `X-API-Key` header (or `Authorization: Bearer <key>`); `/health`, `/metrics`, the web page at `/`
+and these docs are public. Errors are `{"detail": "...", "code": "..."}`.
+`POST /v1/audio/transcriptions` speaks OpenAI's transcription API, so OpenAI clients work unchanged.
 """
 
 
@@ -47,9 +50,10 @@ def create_app(settings: Settings | None = None, backend: TaskBackend | None = N
     app.state.backend = task_backend
     app.state.api_key = api_key
     app.state.api_key_path = key_path
+    app.state.started_at = time.time()
     install_error_handlers(app, debug=settings.debug)
     app.add_middleware(RequestContextMiddleware)
-    for module in (process, status, discovery, health):
+    for module in (process, status, events, openai, discovery, health, metrics, web):
         app.include_router(module.router)
     return app
 

@@ -71,7 +71,8 @@ async def process(request: Request) -> dict[str, str]:
 @app.get("/v1/status/{task_id}")
 async def status(task_id: str) -> JSONResponse:
     doc = tasks.get(task_id)
-    return JSONResponse(doc or {"detail": "no task", "code": "task_not_found"}, status_code=200 if doc else 404)
+    missing = {"detail": "no task", "code": "task_not_found"}
+    return JSONResponse(doc or missing, status_code=200 if doc else 404)
 
 @app.get("/health")
 async def health() -> dict[str, str]:
@@ -284,8 +285,15 @@ def run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
         "baseline": baseline,
-        "load": {"clients": clients, "uploads_each": uploads, "pollers": pollers, "poll_gap_s": poll_gap,
-                 "upload": AUDIO.name, "upload_bytes": len(audio), "rounds": rounds},  # fmt: skip
+        "load": {
+            "clients": clients,
+            "uploads_each": uploads,
+            "pollers": pollers,
+            "poll_gap_s": poll_gap,
+            "upload": AUDIO.name,
+            "upload_bytes": len(audio),
+            "rounds": rounds,
+        },
         "median": summary,
         "runs": runs,
     }
@@ -339,7 +347,9 @@ def run_api_benchmark() -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--uploads", type=int, default=50, help="uploads per client")

@@ -54,6 +54,29 @@ class Settings(BaseSettings):
     )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
+    # --- API: OpenAI-compatible transcription, live progress, metrics (issue 13) ------------
+    transcriptions_max_file_size_mb: int = Field(
+        25, ge=1, description="Largest upload POST /v1/audio/transcriptions takes (it answers synchronously)."
+    )
+    transcriptions_max_duration_seconds: float = Field(
+        600.0, gt=0, description="Longest audio POST /v1/audio/transcriptions takes; longer = 422."
+    )
+    transcriptions_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds POST /v1/audio/transcriptions waits for its task; then the task is "
+        "cancelled and the answer is 504.",
+    )
+    live_poll_interval: float = Field(
+        0.5, gt=0, le=10, description="Seconds between task reads of SSE streams and synchronous waits."
+    )
+    sse_keepalive_seconds: float = Field(
+        15.0, gt=0, description="An SSE comment is sent after this many seconds without an event."
+    )
+    metrics_require_key: bool = Field(
+        False, description="true = /metrics needs the API key like /v1 routes; false = public like /health."
+    )
+
     # --- paths --------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
     models_dir: Path = Field(
@@ -256,6 +279,9 @@ class Settings(BaseSettings):
     operator_runner_models_dir: str = Field("/models", description="MODELS_DIR inside runner Jobs.")
     runner_status_interval: float = Field(
         5.0, gt=0, description="Seconds between the runner's progress patches (stage changes go at once)."
+    )
+    operator_metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the operator's Prometheus /metrics; 0 = off."
     )
     operator_gc_interval: float = Field(
         300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."
