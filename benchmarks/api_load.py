@@ -259,6 +259,7 @@ def run(
         sources["baseline"] = extract_commit(baseline, workdir / "baseline")
         names.append("baseline")
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    load_start = os.getloadavg()
     try:
         for r in range(rounds):
             for name in names:
@@ -294,6 +295,10 @@ def run(
             "upload_bytes": len(audio),
             "rounds": rounds,
         },
+        "loadavg": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
         "median": summary,
         "runs": runs,
     }
@@ -313,15 +318,19 @@ def report(result: dict[str, Any]) -> str:
         f"({load['upload_bytes'] // 1024} KB, features=raw_transcript) while {load['pollers']} pollers "
         f"read statuses ({load['poll_gap_s']} s between one poller's requests); medians of "
         f"{load['rounds']} interleaved round(s). maie's executor transcribes the accepted uploads meanwhile.",
+        f"Load average (1/5/15 min) at the start {result['loadavg']['start']}, at the end "
+        f"{result['loadavg']['end']}: other work on the machine takes its share of the cores from every "
+        "target alike.",
         "",
-        "| target | accepted/s | submit p50 ms | submit p99 ms | status p50 ms | status p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| target | accepted/s | (rounds) | submit p50 ms | submit p99 ms | status p50 ms | status p99 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in med.items():
         label = f"baseline ({result['baseline']})" if name == "baseline" else name
+        per_round = ", ".join(str(r["accepted_per_s"]) for r in result["runs"][name])
         lines.append(
-            f"| {label} | {m['accepted_per_s']} | {m['submit_p50_ms']} | {m['submit_p99_ms']} | "
-            f"{m['status_p50_ms']} | {m['status_p99_ms']} |"
+            f"| {label} | {m['accepted_per_s']} | {per_round} | {m['submit_p50_ms']} | "
+            f"{m['submit_p99_ms']} | {m['status_p50_ms']} | {m['status_p99_ms']} |"
         )
     lines += ["", "Ratios (accepted/s; status p99):", ""]
     lines.append(

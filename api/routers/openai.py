@@ -28,7 +28,7 @@ from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.errors import ApiError
 from maie.api.logging import request_id_var
-from maie.api.routers.process import checked_audio, count_accepted, ensure_queue_room
+from maie.api.routers.process import checked_audio, count_accepted, ensure_queue_room, note_queued
 from maie.api.schemas import SAFE_NAME, ErrorResponse
 from maie.api.uploads import receive_form
 from maie.catalog import list_models
@@ -316,6 +316,7 @@ async def create_transcription(request: Request, settings: SettingsDep, backend:
         submission = Submission(task_id, task_request, upload, info, utcnow(), request_id_var.get())
         await backend.submit(submission)
         submitted = True
+        note_queued(backend)
         count_accepted("/v1/audio/transcriptions", upload)
     finally:
         if upload is not None and not submitted:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -64,9 +65,32 @@ def _bad(detail: str, code: str = "invalid_parameter") -> ApiError:
     return ApiError(422, code, detail)
 
 
+# id(backend) → (monotonic time, unfinished tasks) of the last count: lets the check before an upload
+# skip the store when there was clearly room a moment ago.
+_QUEUE_SEEN: dict[int, tuple[float, int]] = {}
+QUEUE_SEEN_MAX_AGE = 0.25
+
+
 async def ensure_queue_room(backend: TaskBackend, settings: Settings, *, after_upload: bool = False) -> None:
-    """429 when MAX_QUEUE_DEPTH tasks are unfinished (checked before reading a body, and again after)."""
-    if await backend.count_unfinished() < settings.max_queue_depth:
+    """429 when MAX_QUEUE_DEPTH tasks are unfinished.
+
+    Checked before the body is read (so a full queue refuses at once) and again after the upload,
+    always from the store: that second count decides. The first may pass on a count taken within
+    the last 0.25 s that left room (it only spares reading a body that would be refused); a count
+    that says the queue is full is always taken afresh, so nobody is refused on an old figure.
+    """
+    now = time.monotonic()
+    seen = _QUEUE_SEEN.get(id(backend))
+    if (
+        not after_upload
+        and seen
+        and now - seen[0] < QUEUE_SEEN_MAX_AGE
+        and seen[1] < settings.max_queue_depth
+    ):
+        return
+    count = await backend.count_unfinished()
+    _QUEUE_SEEN[id(backend)] = (now, count)
+    if count < settings.max_queue_depth:
         return
     detail = (
         "the queue filled up while the file was uploading; retry later"
@@ -74,6 +98,13 @@ async def ensure_queue_room(backend: TaskBackend, settings: Settings, *, after_u
         else f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later"
     )
     raise ApiError(429, "queue_full", detail, headers={"Retry-After": "30"})
+
+
+def note_queued(backend: TaskBackend) -> None:
+    """One more unfinished task than the last count said."""
+    seen = _QUEUE_SEEN.get(id(backend))
+    if seen:
+        _QUEUE_SEEN[id(backend)] = (seen[0], seen[1] + 1)
 
 
 async def checked_audio(upload: StagedUpload) -> AudioInfo:
@@ -212,6 +243,7 @@ async def process(
             )
         )
         submitted = True
+        note_queued(backend)
         count_accepted("/v1/process", upload)
     finally:
         if upload is not None and not submitted:
