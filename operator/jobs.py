@@ -2,6 +2,10 @@
 
 Pure so that tests can assert the whole spec, and so that a restarted operator computes exactly the
 same name and body (the name is what makes creation idempotent).
+
+The runner gets its task in the MAIE_TASK environment variable and reports only through the task's
+objects in S3, so its pod has no Kubernetes credentials at all (no token is mounted): a runner that
+decodes hostile audio cannot touch any resource. The operator mirrors its progress into status.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from maie.runner_protocol import EXIT_TASK_FAILED, TASK_ENV
 from maie.settings import Settings
 from maie.transcription import (
+    ANNOTATION_UID,
     API_VERSION,
-    EXIT_TASK_FAILED,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -22,6 +27,7 @@ from maie.transcription import (
     Transcription,
     dns_label,
     job_name_for,
+    runner_task,
 )
 
 CONTAINER = "runner"
@@ -42,6 +48,7 @@ def job_labels(tx: Transcription) -> dict[str, str]:
 def _env(tx: Transcription, settings: Settings, gpu_count: int) -> list[dict[str, Any]]:
     device = "cuda" if gpu_count > 0 else "cpu"
     plain = {
+        TASK_ENV: runner_task(tx).model_dump_json(exclude_none=True),
         "MODE": "kubernetes",
         "NAMESPACE": tx.namespace,
         "S3_ENDPOINT": settings.s3_endpoint,
@@ -119,14 +126,17 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
     gpu_count = settings.operator_gpu_count if overrides.gpu_count is None else overrides.gpu_count
     labels = job_labels(tx)
     # Labels are cut to 63 characters; the annotations keep the full name and id.
-    annotations = {LABEL_TASK_ID: tx.task_id, LABEL_TRANSCRIPTION: tx.name}
+    annotations = {
+        LABEL_TASK_ID: tx.task_id,
+        LABEL_TRANSCRIPTION: tx.name,
+        ANNOTATION_UID: str(tx.metadata.get("uid") or ""),
+    }
     volumes, mounts = _volumes(settings)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.operator_runner_image,
         "imagePullPolicy": settings.operator_image_pull_policy,
         "command": ["maie", "run-task"],
-        "args": [tx.name, "--namespace", tx.namespace],
         "env": _env(tx, settings, gpu_count),
         "resources": _resources(tx, settings, gpu_count),
         "volumeMounts": mounts,
@@ -144,7 +154,10 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
         ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The run's own limit, counted from the pod's start: time waiting for a GPU node is not in it.
+        "activeDeadlineSeconds": overrides.active_deadline_seconds or settings.job_timeout,
         "serviceAccountName": settings.operator_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,
@@ -177,7 +190,8 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
     backoff_limit = (
         overrides.backoff_limit if overrides.backoff_limit is not None else settings.max_attempts - 1
     )
-    deadline = overrides.active_deadline_seconds or settings.job_timeout
+    # The Job's limit covers every attempt plus the time its pods may wait to be scheduled.
+    deadline = (backoff_limit + 1) * pod_spec["activeDeadlineSeconds"] + settings.operator_pending_timeout
     ttl = (
         overrides.ttl_seconds_after_finished
         if overrides.ttl_seconds_after_finished is not None
@@ -205,6 +219,8 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
         "spec": {
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,
+            # A new pod only once the old one has fully stopped: two runners never share a task.
+            "podReplacementPolicy": "Failed",
             "ttlSecondsAfterFinished": ttl,
             # A task's own failure (exit 2: bad audio, missing model) fails the Job at once;
             # crashes and lost nodes are retried by backoffLimit; evictions do not count.
