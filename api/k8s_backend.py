@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.bucket import BucketCreator
 from maie.api.schemas import CheckResult
 from maie.contract import ResultDocument
 from maie.kube import Kube
@@ -51,6 +52,7 @@ class KubernetesBackend:
         self._kube = kube
         self._store = store
         self._staging = Path(settings.data_dir) / "uploads"
+        self._bucket: BucketCreator | None = None
 
     @property
     def kube(self) -> Kube:
@@ -72,12 +74,14 @@ class KubernetesBackend:
         self._staging.mkdir(parents=True, exist_ok=True)
         for leftover in self._staging.glob("*.part"):
             leftover.unlink(missing_ok=True)
-        # A fresh MinIO has no bucket yet; a locked-down S3 may forbid creating one (health says so).
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.store.ensure_bucket)
+        # S3 (a fresh MinIO) often comes up after the API: create the bucket in the background,
+        # retrying until it answers; readiness stays red (the storage check) until then.
+        self._bucket = BucketCreator(self.store)
+        self._bucket.start()
 
     async def stop(self) -> None:
-        return None
+        if self._bucket is not None:
+            await self._bucket.stop()
 
     # --- submit ----------------------------------------------------------------------------
     async def submit(self, submission: Submission) -> None:
