@@ -3,9 +3,11 @@ and Kueue: `build_job` is pure, so the whole Job is asserted."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from maie.operator.jobs import KUEUE_QUEUE_LABEL, OverrideNotAllowed, build_job, refused_overrides
 from maie.settings import Settings
@@ -140,3 +142,11 @@ def test_a_resource_picks_its_own_queue_only_when_allowed() -> None:
     only_per_resource = settings(operator_allowed_job_overrides=["queueName"])
     assert build_job(mine, only_per_resource)["spec"]["suspend"] is True
     assert "suspend" not in build_job(tx(), only_per_resource)["spec"]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")))
+def test_every_example_runs_on_a_default_install(path: Path) -> None:
+    """The examples ask only for what the chart's defaults allow (no allow-list, no queue)."""
+    example = Transcription.model_validate({**yaml.safe_load(path.read_text()), "status": {}})
+    example.metadata.setdefault("namespace", "default")
+    assert refused_overrides(example, Settings(_env_file=None)) == []  # type: ignore[call-arg]
