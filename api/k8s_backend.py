@@ -17,6 +17,7 @@ from typing import Any
 
 from maie import checkpoint as records
 from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.bucket import BucketCreator
 from maie.api.schemas import CheckResult
 from maie.checkpoint import Progress
 from maie.contract import ResultDocument
@@ -56,6 +57,7 @@ class KubernetesBackend:
         self._kube = kube
         self._store = store
         self._staging = Path(settings.data_dir) / "uploads"
+        self._bucket: BucketCreator | None = None
 
     @property
     def kube(self) -> Kube:
@@ -77,12 +79,14 @@ class KubernetesBackend:
         self._staging.mkdir(parents=True, exist_ok=True)
         for leftover in self._staging.glob("*.part"):
             leftover.unlink(missing_ok=True)
-        # A fresh MinIO has no bucket yet; a locked-down S3 may forbid creating one (health says so).
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.store.ensure_bucket)
+        # S3 (a fresh MinIO) often comes up after the API: create the bucket in the background,
+        # retrying until it answers; readiness stays red (the storage check) until then.
+        self._bucket = BucketCreator(self.store)
+        self._bucket.start()
 
     async def stop(self) -> None:
-        return None
+        if self._bucket is not None:
+            await self._bucket.stop()
 
     # --- submit ----------------------------------------------------------------------------
     async def submit(self, submission: Submission) -> None:

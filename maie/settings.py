@@ -16,6 +16,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AsrBackendName = Literal["whisper", "chunkformer"]
 LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
+# What a Transcription may override per resource when the operator allows it (its spec.job fields,
+# camelCase as on the wire, and queueName = the resource's kueue.x-k8s.io/queue-name label).
+JobOverrideName = Literal[
+    "gpuCount",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "ttlSecondsAfterFinished",
+    "nodeSelector",
+    "tolerations",
+    "runtimeClassName",
+    "priorityClassName",
+    "resources",
+    "queueName",
+]
 
 # The project root (for the shipped templates/ folder when running from a checkout).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -283,6 +297,18 @@ class Settings(BaseSettings):
     )
     operator_gc_interval: float = Field(
         300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."
+    )
+    operator_allowed_job_overrides: list[JobOverrideName] = Field(
+        default_factory=list,
+        description="spec.job fields (camelCase) a Transcription may set freely, plus queueName (its "
+        "kueue.x-k8s.io/queue-name label). Others are refused, except gpuCount, activeDeadlineSeconds, "
+        "backoffLimit and ttlSecondsAfterFinished at or below the operator's own values. Empty = no "
+        "per-resource scheduling overrides.",
+    )
+    operator_kueue_queue_name: str | None = Field(
+        None,
+        description="Kueue LocalQueue of runner Jobs: set as label kueue.x-k8s.io/queue-name and the Job "
+        "is created suspended (Kueue admits it). Unset = no Kueue.",
     )
 
     @field_validator("asr_language", mode="before")

@@ -37,7 +37,7 @@ from maie.checkpoint import Progress
 from maie.contract import ResultDocument, TaskStatus
 from maie.kube import Kube
 from maie.operator import status as st
-from maie.operator.jobs import build_job
+from maie.operator.jobs import OverrideNotAllowed, build_job, refused_overrides
 from maie.settings import Settings
 from maie.storage.access import AudioAccessError, check_audio_location
 from maie.storage.base import ObjectNotFound, TaskKeys
@@ -203,8 +203,8 @@ def _start_job(ctx: Context, entry: TxEntry) -> bool | None:
         return True
     try:
         job = build_job(tx, ctx.settings)
-    except ValueError as exc:  # a per-resource override the platform does not allow
-        refusal = str(exc)
+    except OverrideNotAllowed as exc:  # allowed when it queued; the settings changed since
+        refusal = exc.message
         update(ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, refusal), []), uid=entry.uid)
         return True
     job_name = job["metadata"]["name"]
@@ -274,6 +274,10 @@ def _admission_problem(
             f"namespace {tx.namespace} is not provisioned for MAIE runner Jobs (no runner Secret or "
             f"ConfigMap there); provisioned: {', '.join(provisioned)}",
         )
+    refused = refused_overrides(tx, ctx.settings)
+    if refused:
+        exc = OverrideNotAllowed(refused, list(ctx.settings.operator_allowed_job_overrides))
+        return exc.reason, exc.code, exc.message
     try:
         check_audio_location(tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings)
     except AudioAccessError as exc:

@@ -6,6 +6,12 @@ same name and body (the name is what makes creation idempotent).
 The runner gets its task in the MAIE_TASK environment variable and reports only through the task's
 objects in S3, so its pod has no Kubernetes credentials at all (no token is mounted): a runner that
 decodes hostile audio cannot touch any resource. The operator mirrors its progress into status.
+
+Multi-tenant clusters: anyone who may create a Transcription must not be able to schedule its Job
+anywhere the platform team did not allow (tolerate a taint, pick a node pool, a priority, a runtime,
+a Kueue queue). Only the fields in OPERATOR_ALLOWED_JOB_OVERRIDES may be set per resource; the
+numeric limits may always be lowered (asking for less is not a privilege). Anything else makes
+`build_job` raise `OverrideNotAllowed`, which the operator turns into a Failed resource.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from maie.errors import MaieError
 from maie.runner_protocol import EXIT_TASK_FAILED, TASK_ENV
 from maie.settings import Settings
 from maie.transcription import (
@@ -33,6 +40,78 @@ from maie.transcription import (
 CONTAINER = "runner"
 WORK_DIR = "/work"
 RUNNER_UID = 10001
+
+# Kueue: the LocalQueue label on a Job (and, per resource when allowed, on the Transcription).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+class OverrideNotAllowed(MaieError):
+    """The resource asks for a per-resource override this installation does not allow.
+
+    `fields` names each refused field as the user wrote it (`spec.job.tolerations`,
+    `metadata.labels[kueue.x-k8s.io/queue-name]`); `reason` is a Kubernetes condition reason.
+    Retrying cannot help: the resource must be changed (or the platform team must allow the field).
+    """
+
+    code = "override_not_allowed"
+    reason = "OverrideNotAllowed"
+
+    def __init__(self, fields: list[str], allowed: list[str]) -> None:
+        self.fields = fields
+        self.allowed = allowed
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        super().__init__(
+            f"not allowed by this installation: {', '.join(fields)} (per-resource overrides allowed: "
+            f"{allowed_text}; numeric limits may only be lowered; the platform team sets "
+            "operator.allowedJobOverrides / OPERATOR_ALLOWED_JOB_OVERRIDES)"
+        )
+
+
+def _ceilings(settings: Settings) -> dict[str, int]:
+    """Numeric spec.job fields a resource may always set at or below the operator's own value."""
+    return {
+        "gpuCount": settings.operator_gpu_count,
+        "activeDeadlineSeconds": settings.job_timeout,
+        "backoffLimit": settings.max_attempts - 1,
+        "ttlSecondsAfterFinished": settings.operator_ttl_seconds_after_finished,
+    }
+
+
+def refused_overrides(tx: Transcription, settings: Settings) -> list[str]:
+    """The per-resource overrides of `tx` this operator's settings do not allow (empty = fine).
+
+    Pure and cheap: the operator can call it when it accepts a resource, before it queues it.
+    """
+    allowed = set(settings.operator_allowed_job_overrides)
+    ceilings = _ceilings(settings)
+    refused: list[str] = []
+    overrides = tx.spec.job
+    for field_name, info in type(overrides).model_fields.items():
+        alias = info.alias or field_name
+        value = getattr(overrides, field_name)
+        if value is None or alias in allowed:
+            continue
+        ceiling = ceilings.get(alias)
+        if ceiling is not None and isinstance(value, int) and value <= ceiling:
+            continue
+        refused.append(f"spec.job.{alias}")
+    queue = _resource_queue(tx)
+    if queue is not None and queue != settings.operator_kueue_queue_name and "queueName" not in allowed:
+        refused.append(f"metadata.labels[{KUEUE_QUEUE_LABEL}]")
+    return refused
+
+
+def _resource_queue(tx: Transcription) -> str | None:
+    labels = tx.metadata.get("labels") or {}
+    value = labels.get(KUEUE_QUEUE_LABEL)
+    return str(value) if value else None
+
+
+def queue_name(tx: Transcription, settings: Settings) -> str | None:
+    """The Kueue LocalQueue of this resource's Job (its allowed label, else the operator's)."""
+    if "queueName" in settings.operator_allowed_job_overrides:
+        return _resource_queue(tx) or settings.operator_kueue_queue_name
+    return settings.operator_kueue_queue_name
 
 
 def job_labels(tx: Transcription) -> dict[str, str]:
@@ -121,10 +200,18 @@ def _volumes(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, A
 
 
 def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
-    """The Job that runs `maie run-task NAME --namespace NS` for this resource."""
+    """The Job that runs `maie run-task NAME --namespace NS` for this resource.
+
+    Raises `OverrideNotAllowed` when the resource asks for an override the settings do not allow.
+    """
+    refused = refused_overrides(tx, settings)
+    if refused:
+        raise OverrideNotAllowed(refused, list(settings.operator_allowed_job_overrides))
     overrides = tx.spec.job
     gpu_count = settings.operator_gpu_count if overrides.gpu_count is None else overrides.gpu_count
     labels = job_labels(tx)
+    queue = queue_name(tx, settings)
+    job_meta_labels = {**labels, KUEUE_QUEUE_LABEL: queue} if queue else labels
     # Labels are cut to 63 characters; the annotations keep the full name and id.
     annotations = {
         LABEL_TASK_ID: tx.task_id,
@@ -203,7 +290,7 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
         "metadata": {
             "name": job_name_for(tx.name),
             "namespace": tx.namespace,
-            "labels": labels,
+            "labels": job_meta_labels,
             "annotations": annotations,
             "ownerReferences": [
                 {
@@ -217,6 +304,8 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
             ],
         },
         "spec": {
+            # Kueue admits a queued Job by unsuspending it (created suspended: no pod before admission).
+            **({"suspend": True} if queue else {}),
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,
             # A new pod only once the old one has fully stopped: two runners never share a task.
