@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from maie.api.auth import resolve_api_key
-from maie.api.backends import TaskBackend, create_backend
+from maie.api.backends import TaskBackend
 from maie.api.errors import install_error_handlers
 from maie.api.middleware import RequestContextMiddleware
 from maie.api.routers import discovery, events, health, metrics, openai, process, status, web
@@ -23,6 +23,17 @@ the `X-API-Key` header (or `Authorization: Bearer <key>`); `/health`, `/metrics`
 and these docs are public. Errors are `{"detail": "...", "code": "..."}`.
 `POST /v1/audio/transcriptions` speaks OpenAI's transcription API, so OpenAI clients work unchanged.
 """
+
+
+def create_backend(settings: Settings) -> TaskBackend:
+    """Embedded (SQLite + local files + worker processes) or Kubernetes (Transcriptions + S3)."""
+    if settings.mode == "embedded":
+        from maie.api.embedded_backend import EmbeddedBackend
+
+        return EmbeddedBackend(settings)
+    from maie.api.k8s_backend import KubernetesBackend  # imports the kubernetes client only when used
+
+    return KubernetesBackend(settings)
 
 
 def create_app(settings: Settings | None = None, backend: TaskBackend | None = None) -> FastAPI:

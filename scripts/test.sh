@@ -25,6 +25,6 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 # From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
-(cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" -p maie)
+(cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" -p maie)
 echo "== pytest"
 exec .venv/bin/pytest "$@"

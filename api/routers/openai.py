@@ -27,12 +27,12 @@ from maie.api.auth import require_api_key
 from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.logging import request_id_var
 from maie.api.routers.process import checked_audio, count_accepted, ensure_queue_room, note_queued
 from maie.api.schemas import SAFE_NAME, ErrorResponse
 from maie.api.uploads import receive_form
 from maie.catalog import list_models
 from maie.contract import AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
+from maie.logs import request_id_var
 from maie.runner.exports import to_srt, to_vtt
 from maie.settings import Settings
 
@@ -313,7 +313,10 @@ async def create_transcription(request: Request, settings: SettingsDep, backend:
             )
         await ensure_queue_room(backend, settings, after_upload=True)
         task_id = str(uuid.uuid4())
-        submission = Submission(task_id, task_request, upload, info, utcnow(), request_id_var.get())
+        submission = Submission(
+            task_id=task_id, request=task_request, upload=upload, audio=info, submitted_at=utcnow(),
+            request_id=request_id_var.get(),
+        )  # fmt: skip
         await backend.submit(submission)
         submitted = True
         note_queued(backend)

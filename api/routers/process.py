@@ -17,13 +17,13 @@ from maie.api.auth import require_api_key
 from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
 from maie.api.uploads import StagedUpload, receive_form
 from maie.catalog import unavailable_backends
 from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
 from maie.errors import AudioError
+from maie.logs import request_id_var
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.process")
