@@ -14,11 +14,11 @@ import httpx
 import pytest
 from api_support import LIBRI
 
+from maie import checkpoint as records
 from maie.api.app import create_app
 from maie.api.auth import resolve_api_key
 from maie.api.embedded_backend import EmbeddedBackend
 from maie.api.task_store import DONE, QUEUED, RUNNING, TaskStore
-from maie import checkpoint as records
 from maie.checkpoint import Checkpoint, TranscriptRecord
 from maie.contract import AsrVersion, AudioInfo, ResultDocument, Segment, TaskStatus
 from maie.logs import JsonFormatter, RequestIdFilter, request_id_var
