@@ -219,7 +219,7 @@ def _start_job(ctx: Context, entry: TxEntry) -> str | None:
             update(
                 ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, message), []), uid=entry.uid
             )
-            return True
+            return "refused"
         log.warning("could not create the Job of %s/%s yet: %s", tx.namespace, tx.name, exc.reason)
         return None
     events = [st.Event("Normal", "JobCreated", f"runner Job {job_name}")] if created else []

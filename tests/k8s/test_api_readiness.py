@@ -14,10 +14,10 @@ import httpx
 import pytest
 from k8s_support import NS, TX
 
-from maie.storage import bucket
 from maie.api.app import create_app
 from maie.api.k8s_backend import KubernetesBackend
 from maie.settings import Settings
+from maie.storage import bucket
 from maie.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.timeout(180)

@@ -609,7 +609,11 @@ def test_defaults_form_a_working_whole(name: str, tmp_path: Path, monkeypatch: p
     # does), with the models volume's mount path standing for the downloaded tree.
     env = dict(runner_cm)
     env.update(
-        {e["name"]: e["value"] for e in runner["env"] if "value" in e and e["name"] not in ("HOME", "MAIE_TASK")}
+        {
+            e["name"]: e["value"]
+            for e in runner["env"]
+            if "value" in e and e["name"] not in ("HOME", "MAIE_TASK")
+        }
     )
     env["MODELS_DIR"] = str(models_root)
     env["CACHE_DIR"] = str(tmp_path / "cache")

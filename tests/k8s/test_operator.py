@@ -622,7 +622,9 @@ async def test_a_job_the_api_server_refuses_fails_alone_and_the_queue_goes_on(ku
         await eventually(lambda: status(kube, "r-bad").get("phase") == "Failed", what="r-bad Failed")
         await eventually(lambda: "r-good-run" in job_names(kube), what="r-good started")
     st = status(kube, "r-bad")
-    assert st["errorCode"] == "job_refused" and "422" in st["error"] and 'Invalid value: "lots"' in st["error"]
+    assert (
+        st["errorCode"] == "job_refused" and "422" in st["error"] and 'Invalid value: "lots"' in st["error"]
+    )
     assert "r-bad-run" not in job_names(kube)
 
 
