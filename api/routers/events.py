@@ -2,9 +2,9 @@
 
 The stream reads the task through the backend (`get()`, every LIVE_POLL_INTERVAL seconds) and sends
 an event only when something changed: `stage` when the status moves to a new stage, `progress` when
-only the percentage moved, and `result` with the whole result document once the task is COMPLETE or
-FAILED, after which the stream ends. A comment line keeps idle connections open
-(SSE_KEEPALIVE_SECONDS).
+only the percentage moved (both `{task_id, status, step, progress}`), and `result` with the whole
+result document once the task is COMPLETE or FAILED, after which the stream ends. A comment line
+keeps idle connections open (SSE_KEEPALIVE_SECONDS).
 
 Event ids are derived from the task's state, not from the connection: stage rank × 10000 + the
 percentage in tenths (PENDING 0 … PROCESSING_LLM 3, finished 4), so they grow monotonically over a
@@ -57,7 +57,9 @@ def _frame(event: str, event_id: int, data: str) -> bytes:
 
 
 def _progress_data(doc: ResultDocument) -> str:
-    return json.dumps({"task_id": doc.task_id, "status": doc.status.value, "progress": doc.progress})
+    step = doc.step.value if doc.step is not None else None
+    state = {"task_id": doc.task_id, "status": doc.status.value, "step": step, "progress": doc.progress}
+    return json.dumps(state)
 
 
 async def stream(

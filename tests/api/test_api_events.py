@@ -69,6 +69,7 @@ def test_stage_events_in_order_then_the_final_document(server: ApiServer, client
     stages = [s["status"] for s, e in zip(states, events, strict=False) if e.event == "stage"]
     assert len(stages) == len(set(stages)), stages  # one `stage` event per stage
     assert "PROCESSING_ASR" in stages, stages
+    assert all(s["step"] == "asr" for s in states if s["status"] == "PROCESSING_ASR"), states
     final = json.loads(events[-1].data)
     assert final["task_id"] == task_id and final["status"] == "COMPLETE"
     assert wer(JFK_TEXT, final["results"]["raw_transcript"]) < 0.2
