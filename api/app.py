@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from maie.api.auth import resolve_api_key
 from maie.api.backends import TaskBackend
@@ -36,6 +38,17 @@ def create_backend(settings: Settings) -> TaskBackend:
     return KubernetesBackend(settings)
 
 
+def _telemetry() -> TelemetryConfig | None:
+    """FastAPI's native OpenTelemetry hooks, only where OpenTelemetry is configured (OTEL_* set).
+
+    Otherwise they would look up the global OpenTelemetry providers (environment reads) on every
+    request to find out they have nothing to do; MAIE's own metrics are Prometheus' (/metrics).
+    """
+    if any(name.startswith("OTEL_") for name in os.environ):
+        return None  # FastAPI's defaults
+    return {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None, backend: TaskBackend | None = None) -> FastAPI:
     """Build the app; the backend starts with the server (lifespan) and stops with it."""
     settings = settings or get_settings()
@@ -56,6 +69,7 @@ def create_app(settings: Settings | None = None, backend: TaskBackend | None = N
         description=DESCRIPTION,
         lifespan=lifespan,
         debug=False,  # our own handler decides what an error shows (settings.debug)
+        telemetry=_telemetry(),
     )
     app.state.settings = settings
     app.state.backend = task_backend
