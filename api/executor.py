@@ -20,6 +20,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class LocalExecutor:
         self._stopping = False
         self._last_sweep = 0.0
         self.last_heartbeat: float | None = None
+        # Workers start under `nice` (WORKER_NICE), from their first import on: models take every core
+        # they can, and the API beside them must still answer at once.
+        nice = shutil.which("nice")
+        self._nice = [nice, "-n", str(settings.worker_nice)] if nice and settings.worker_nice else []
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,7 +163,7 @@ class LocalExecutor:
         token = request_id_var.set(row.request_id or row.id)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", WORKER_MODULE, "--stdin", "--task", row.id,
+                *self._nice, sys.executable, "-m", WORKER_MODULE, "--stdin", "--task", row.id,
                 stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             assert process.stdin is not None

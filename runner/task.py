@@ -229,10 +229,6 @@ def main_local(job: LocalJob) -> int:
 
     _die_with_parent(job.parent_pid)
     settings = Settings(**job.settings)
-    # Models take every core they can; the API beside this worker must still answer at once.
-    # Before any model thread exists: Linux threads inherit their creator's niceness.
-    with contextlib.suppress(OSError):
-        os.nice(settings.worker_nice)
     work = settings.data_dir / "work" / job.task.task_id
     shutil.rmtree(work, ignore_errors=True)
     return execute(job.task, LocalObjectStore(Path(job.objects_root)), settings)
