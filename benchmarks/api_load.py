@@ -78,7 +78,9 @@ async def status(task_id: str) -> JSONResponse:
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
-uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+uvicorn.run(
+    app, host="127.0.0.1", port=port, log_config=None, access_log=False, http="httptools", loop="asyncio"
+)
 """
 
 
