@@ -269,8 +269,11 @@ class Settings(BaseSettings):
     operator_namespace: str = Field(
         "default", description="Namespace of the operator itself (its leader-election Lease)."
     )
-    operator_lease_seconds: float = Field(
-        15.0, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
+    operator_health_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the operator's liveness endpoint (/healthz)."
+    )
+    operator_lease_seconds: int = Field(
+        15, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
     )
     operator_max_concurrent_jobs: int = Field(
         4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."
