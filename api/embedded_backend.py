@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from maie import checkpoint as records
-from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.backends import BackendHealth, CancelOutcome, Submission, TaskFile, open_task_file
 from maie.api.executor import HEARTBEAT_KEY, LocalExecutor
 from maie.api.schemas import CheckResult
 from maie.api.task_store import DONE, RUNNING, TaskStore
@@ -138,6 +138,11 @@ class EmbeddedBackend:
             was_unfinished=row.state != DONE,
             files_removed=removed,
         )
+
+    async def file(self, task_id: str, name: str) -> TaskFile | None:
+        if await asyncio.to_thread(self.store.get, task_id) is None:
+            return None
+        return await asyncio.to_thread(open_task_file, self.objects, TaskKeys(task_id), name)
 
     async def health(self) -> BackendHealth:
         checks: dict[str, CheckResult] = {}
