@@ -92,7 +92,8 @@ def test_transcribe_and_summarize_end_to_end(client: httpx.Client, server: ApiSe
     assert (objects / "audio" / task_id / "raw.flac").read_bytes() == STEW.read_bytes()
     # Every export and result.json is served by the API, with its content type.
     assert set(doc["exports"]) == {"transcript.srt", "transcript.vtt", "transcript.txt", "result.json"}
-    types = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain", "json": "application/json"}
+    types = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
+    types["json"] = "application/json"
     for name, url in doc["exports"].items():
         assert url == f"/v1/tasks/{task_id}/files/{name}"
         got = client.get(url)
