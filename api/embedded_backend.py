@@ -15,7 +15,7 @@ from maie.api.executor import HEARTBEAT_KEY, LocalExecutor
 from maie.api.schemas import CheckResult
 from maie.api.task_store import DONE, RUNNING, TaskStore
 from maie.checkpoint import Progress
-from maie.contract import ResultDocument, TaskRequest
+from maie.contract import ResultDocument, TaskRequest, WebhookStatus
 from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.local import LocalObjectStore
@@ -95,6 +95,7 @@ class EmbeddedBackend:
         if row.document:
             doc = ResultDocument.model_validate_json(row.document)
             doc.status = row.status
+            doc.webhook = WebhookStatus.model_validate_json(row.webhook) if row.webhook else None
             return doc
         doc = ResultDocument(
             task_id=row.id,
