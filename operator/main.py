@@ -92,7 +92,15 @@ def wait_for_leadership(settings: Settings, identity: str) -> None:
         onstopped_leading=lost,
     )
     election = leaderelection.LeaderElection(config)
-    threading.Thread(target=election.run, name="leader-election", daemon=True).start()
+
+    def elect() -> None:
+        try:
+            election.run()
+        except Exception:  # the election itself broke: never go on without knowing who leads
+            log.exception("leader election failed")
+            lost()
+
+    threading.Thread(target=elect, name="leader-election", daemon=True).start()
     log.info("waiting to lead (Lease %s/%s, identity %s)", settings.operator_namespace, LEASE_NAME, identity)
     leading.wait()
     log.info("leading: starting the operator")
@@ -108,7 +116,7 @@ def run(namespaces: Sequence[str] = ()) -> None:
     client.Configuration.set_default(configuration)  # the leader election's client uses the default
     settings = get_settings()
     start_operator_metrics_server(settings.operator_metrics_port)  # Prometheus /metrics, own port
-    wait_for_leadership(settings, f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    wait_for_leadership(settings, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     registry, _ = build(settings, namespaces=namespaces)
     kopf.run(
         registry=registry,
@@ -116,5 +124,5 @@ def run(namespaces: Sequence[str] = ()) -> None:
         standalone=True,  # the Lease, not kopf's peering, decides who works
         clusterwide=not namespaces,
         namespaces=list(namespaces),
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
     )

@@ -30,6 +30,7 @@ from maie.api.auth import require_api_key
 from maie.api.backends import TaskBackend
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.errors import ApiError
+from maie.api.routers.status import file_url
 from maie.api.schemas import ErrorResponse
 from maie.contract import ResultDocument, TaskStatus
 
@@ -84,6 +85,9 @@ async def stream(
         current = event_id(doc)
         if doc.status.finished:
             if current > last_id:
+                # As GET /v1/status shows it: exports (and result.json) as the API's download URLs.
+                files = [*doc.exports, "result.json"]
+                doc.exports = {name: file_url(doc.task_id, name) for name in files}
                 yield _frame("result", current, doc.model_dump_json())
             return
         if current > last_id:

@@ -4,9 +4,9 @@
 "use strict";
 
 const KEY_STORAGE = "maie.apiKey";
-// Server-side exports: set to "/v1/tasks/{id}/files/{name}" once that route exists; until then the
-// downloads are built in the page from the result document.
-const FILES_ROUTE = null;
+// Downloads come from the API (result.json and the exports the task wrote); set to null to build
+// them in the page from the result document instead.
+const FILES_ROUTE = "/v1/tasks/{id}/files/{name}";
 const STAGES = ["PENDING", "PREPROCESSING", "PROCESSING_ASR", "PROCESSING_LLM", "COMPLETE"];
 
 const $ = (id) => document.getElementById(id);
@@ -286,11 +286,10 @@ async function download(doc, name, local) {
   let blob;
   if (FILES_ROUTE) {
     const response = await api(FILES_ROUTE.replace("{id}", doc.task_id).replace("{name}", name));
-    if (!response.ok) return showError(`Download failed: ${await errorText(response)}`);
-    blob = await response.blob();
-  } else {
-    blob = new Blob([local[0]], { type: local[1] });
+    if (response.ok) blob = await response.blob();
+    else if (!local) return showError(`Download failed: ${await errorText(response)}`);
   }
+  if (!blob) blob = new Blob([local[0]], { type: local[1] });
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
   link.download = `${doc.task_id}-${name}`;
@@ -304,7 +303,8 @@ function showResult(doc) {
   const downloads = $("downloads");
   downloads.replaceChildren();
   const local = localExports(doc);
-  for (const name of Object.keys(local)) {
+  const names = FILES_ROUTE ? [...new Set(["result.json", ...Object.keys(doc.exports || {})])] : Object.keys(local);
+  for (const name of names) {
     const button = el("button", `⬇ ${name}`, "secondary");
     button.type = "button";
     button.dataset.export = name;
