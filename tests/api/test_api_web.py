@@ -88,6 +88,14 @@ def test_upload_jfk_through_the_page_and_read_the_transcript(browser: object, se
     assert {"result.json", "transcript.txt", "transcript.srt", "transcript.vtt"} <= exports
     if with_summary:
         assert driver.find_element(By.ID, "summary").text.strip()
+    # The download buttons fetch from GET /v1/tasks/{id}/files/{name} with the saved key.
+    srt = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const id = document.getElementById('task-id').textContent;"
+        "api(FILES_ROUTE.replace('{id}', id).replace('{name}', 'transcript.srt'))"
+        ".then((r) => r.text()).then(done, (e) => done(String(e)));"
+    )
+    assert "00:00:00,000 --> " in srt and "country" in srt, srt
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "web-page.png"
