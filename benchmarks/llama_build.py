@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+import zipfile
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -173,11 +174,15 @@ def install(variant: str, wheel_dir: Path) -> Path:
         )
         stamp.write_text(str(wheel))
     if variant == "dispatch":
-        lib = target / "llama_cpp" / "lib"
-        shipped = sorted(p.name for p in lib.glob("libggml-cpu*"))
+        # Where the wheel puts its CPU backend libraries: llama.cpp's own install rule sends the
+        # GGML_BACKEND_DL modules to <platlib>/bin/, not to llama_cpp/lib/ beside libggml.so.
+        with zipfile.ZipFile(wheel) as whl:
+            shipped = sorted(n for n in whl.namelist() if Path(n).name.startswith("libggml-cpu"))
         (target / ".shipped-cpu-libs.json").write_text(json.dumps(shipped))
-        for so in sorted((wheel_dir / "build").rglob("libggml-cpu-*.so")):
-            shutil.copy2(so, lib / so.name)
+        lib = target / "llama_cpp" / "lib"
+        for name in shipped:
+            if not name.startswith("llama_cpp/"):
+                shutil.copy2(target / name, lib / Path(name).name)
     return target
 
 
@@ -220,18 +225,25 @@ def measure_child(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):
         llm.reset()  # no prefix reuse: the whole prompt is evaluated every time
         llama_cpp.llama_perf_context_reset(llm.ctx)
-        # generate() evaluates the prompt in one batch (counted as prompt evaluation), then one
-        # token per step (counted as generation); greedy, so every build decodes the same tokens.
-        stream = llm.generate(tokens, top_k=1, temp=0.0, reset=True)
-        for _ in zip(range(args.gen_tokens), stream, strict=False):
-            pass
+        # With one thread all the work is on this thread: its CPU time is the work itself, which
+        # other processes on a shared machine delay (wall time) but do not add to.
+        c0 = time.thread_time()
+        llm.eval(tokens)  # one batch: llama.cpp counts it as prompt evaluation
+        c1 = time.thread_time()
+        for _ in range(args.gen_tokens):  # greedy: every build decodes the same tokens
+            llm.eval([llm.sample(top_k=1, temp=0.0)])  # one token: counted as generation
+        c2 = time.thread_time()
         perf = llama_cpp.llama_perf_context(llm.ctx)
         rounds.append(
             {
                 "prompt_tokens": perf.n_p_eval,
                 "prompt_ms": perf.t_p_eval_ms,
+                "prompt_cpu_ms": 1000 * (c1 - c0),
+                "prompt_cpu_tokens": len(tokens),
                 "gen_tokens": perf.n_eval,
                 "gen_ms": perf.t_eval_ms,
+                "gen_cpu_ms": 1000 * (c2 - c1),
+                "gen_cpu_tokens": args.gen_tokens,  # sampled and evaluated on this thread
             }
         )
     result["model"] = model.name
@@ -258,6 +270,10 @@ def run_child(variant: str, target: Path, args: argparse.Namespace) -> dict[str,
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}", "stderr": proc.stderr[-2000:]}
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    loaded = [ln.split("loaded CPU backend from", 1)[1].strip() for ln in proc.stderr.splitlines()
+              if "loaded CPU backend from" in ln]  # fmt: skip
+    if loaded:
+        out["cpu_backend_loaded"] = Path(loaded[-1]).name
     if not out["llama_cpp"].startswith(str(target)):
         raise SystemExit(f"{variant}: the child imported {out['llama_cpp']}, not the build in {target}")
     return out
@@ -292,6 +308,20 @@ def dispatch_without_loading(target: Path, keep_variant_libs: bool) -> dict[str,
         "stderr_backend_lines": errors[-6:],
         "stderr_tail": proc.stderr.strip().splitlines()[-4:],
     }
+
+
+METRICS = {
+    "prompt_tps_wall": ("prompt", "ms"),
+    "prompt_tps_cpu": ("prompt", "cpu_ms"),
+    "gen_tps_wall": ("gen", "ms"),
+    "gen_tps_cpu": ("gen", "cpu_ms"),
+}
+
+
+def tps(measurement: dict[str, float], phase: str, clock: str) -> float:
+    """Tokens per second of wall time (llama.cpp's own timer) or of this thread's CPU time."""
+    tokens = measurement[f"{phase}_cpu_tokens" if clock == "cpu_ms" else f"{phase}_tokens"]
+    return 1000 * tokens / measurement[f"{phase}_{clock}"]
 
 
 def cpu_model() -> str:
@@ -345,47 +375,52 @@ def main() -> None:
                 continue
             last = out["rounds"][-1]
             print(
-                f"round {r + 1} {v:9s} prompt {1000 * last['prompt_tokens'] / last['prompt_ms']:7.1f} tok/s"
-                f"  gen {1000 * last['gen_tokens'] / last['gen_ms']:6.1f} tok/s",
+                f"round {r + 1} {v:9s} prompt {tps(last, 'prompt', 'ms'):7.1f} tok/s "
+                f"({tps(last, 'prompt', 'cpu_ms'):7.1f} per CPU s)  gen {tps(last, 'gen', 'ms'):6.1f} tok/s "
+                f"({tps(last, 'gen', 'cpu_ms'):6.1f} per CPU s)",
                 file=sys.stderr,
                 flush=True,
             )
 
     summary: dict[str, dict[str, Any]] = {}
     for v in variants:
-        measured = [m for out in runs[v] if "error" not in out for m in out["rounds"]]
-        if not measured:
+        good = [out for out in runs[v] if "error" not in out]
+        if not good:
             summary[v] = {"error": runs[v][0].get("stderr", "")[-500:]}
             continue
-        # Per child: the median of its repeats; then the median over children (rounds).
-        per_child_p, per_child_g = [], []
-        for out in runs[v]:
-            if "error" in out:
-                continue
-            per_child_p.append(
-                statistics.median(1000 * m["prompt_tokens"] / m["prompt_ms"] for m in out["rounds"])
-            )
-            per_child_g.append(statistics.median(1000 * m["gen_tokens"] / m["gen_ms"] for m in out["rounds"]))
-        first = next(out for out in runs[v] if "error" not in out)
+        figures: dict[str, Any] = {}
+        for metric, (phase, clock) in METRICS.items():
+            # Per child: the median of its repeats; then the median (and best) over rounds.
+            per_round = [statistics.median(tps(m, phase, clock) for m in out["rounds"]) for out in good]
+            figures[metric] = {
+                "median": round(statistics.median(per_round), 1),
+                "best": round(max(per_round), 1),
+                "rounds": [round(x, 1) for x in per_round],
+            }
         summary[v] = {
-            "prompt_tps_median": round(statistics.median(per_child_p), 1),
-            "gen_tps_median": round(statistics.median(per_child_g), 1),
-            "prompt_tps_rounds": [round(x, 1) for x in per_child_p],
-            "gen_tps_rounds": [round(x, 1) for x in per_child_g],
-            "prompt_tokens": measured[0]["prompt_tokens"],
-            "gen_tokens": measured[0]["gen_tokens"],
-            "system_info": first["system_info"],
+            **figures,
+            "prompt_tokens": good[0]["rounds"][0]["prompt_tokens"],
+            "gen_tokens": good[0]["rounds"][0]["gen_tokens"],
+            "system_info": good[0]["system_info"],
             "build": json.loads((builds[v] / "build-info.json").read_text()),
-            **{k: first[k] for k in ("devices_before_load_all", "devices_after_load_all") if k in first},
+            **{
+                k: good[0][k]
+                for k in ("devices_before_load_all", "devices_after_load_all", "cpu_backend_loaded")
+                if k in good[0]
+            },
         }
-    if "native" in summary and "prompt_tps_median" in summary["native"]:
+    if "native" in summary and "error" not in summary["native"]:
         base = summary["native"]
         for figures in summary.values():
-            if "prompt_tps_median" in figures:
-                figures["prompt_vs_native"] = round(
-                    figures["prompt_tps_median"] / base["prompt_tps_median"], 3
-                )
-                figures["gen_vs_native"] = round(figures["gen_tps_median"] / base["gen_tps_median"], 3)
+            if "error" in figures:
+                continue
+            for metric in METRICS:
+                # Paired: this build's round r against native's round r (adjacent in time).
+                pairs = [
+                    a / b for a, b in zip(figures[metric]["rounds"], base[metric]["rounds"], strict=False)
+                ]
+                figures[metric]["vs_native_paired_median"] = round(statistics.median(pairs), 3)
+                figures[metric]["vs_native_best"] = round(figures[metric]["best"] / base[metric]["best"], 3)
 
     as_shipped = (
         [dispatch_without_loading(targets["dispatch"], keep) for keep in (False, True)]
@@ -408,7 +443,7 @@ def main() -> None:
             "n_ctx": 1024,
             "n_batch": 512,
             "seed": 0,
-            "sampling": "greedy (top_k=1)",
+            "sampling": "greedy (temp 0, top_k 1)",
         },
         "summary": summary,
         "dispatch_wheel_cpu_libs": shipped_libs,
@@ -438,23 +473,32 @@ def markdown(report: dict[str, Any]) -> str:
         f"at end {report['load_average']['end']} (a shared machine: builds interleaved per round)",
         f"- SmolLM2-135M-Instruct Q4_1, {st['threads']} thread(s), n_ctx {st['n_ctx']}, "
         f"n_batch {st['n_batch']}, seed {st['seed']}, {st['sampling']}; {st['rounds']} rounds × "
-        f"{st['repeats']} measurements per child process; prompt and generation timed by llama.cpp "
-        "(`llama_perf_context`)",
+        f"{st['repeats']} measurements per child process; {st['gen_tokens']} generated tokens",
         "",
-        "| build | CMake flags | prompt tok/s (median) | generation tok/s (median) | prompt vs native "
-        "| generation vs native |",
-        "|---|---|---|---|---|---|",
+        "Tokens per second: wall = llama.cpp's timer (what a user waits; other processes on the",
+        "machine slow it down), CPU = per second of this thread's CPU time (the work itself; robust to",
+        "the load). Each cell: median over rounds (range); ratio = median of the per-round ratios to",
+        "native (each round's builds ran back to back), and in brackets the ratio of the best rounds.",
+        "",
+        "| build | prompt, wall | prompt, CPU | generation, wall | generation, CPU |",
+        "|---|---|---|---|---|",
     ]
     for name, s in report["summary"].items():
         if "error" in s:
-            lines.append(f"| {name} | | failed: {s['error'][:200]!r} | | | |")
+            lines.append(f"| {name} | failed: {s['error'][:200]!r} | | | |")
             continue
-        lines.append(
-            f"| {name} | `{s['build']['cmake_args']}` | {s['prompt_tps_median']} "
-            f"(rounds {min(s['prompt_tps_rounds'])}–{max(s['prompt_tps_rounds'])}) | {s['gen_tps_median']} "
-            f"(rounds {min(s['gen_tps_rounds'])}–{max(s['gen_tps_rounds'])}) | "
-            f"{s.get('prompt_vs_native', '')} | {s.get('gen_vs_native', '')} |"
-        )
+        cells = []
+        for metric in METRICS:
+            f = s[metric]
+            cell = f"{f['median']} ({min(f['rounds'])}–{max(f['rounds'])})"
+            if "vs_native_paired_median" in f:
+                cell += f"; **{f['vs_native_paired_median']}** [{f['vs_native_best']}]"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "CMake flags:", ""]
+    for name, s in report["summary"].items():
+        if "build" in s:
+            lines.append(f"- {name}: `{s['build']['cmake_args']}`")
     lines += ["", "What each library was compiled with (`llama_print_system_info`):", ""]
     for name, s in report["summary"].items():
         if "system_info" in s:
@@ -462,7 +506,8 @@ def markdown(report: dict[str, Any]) -> str:
             if "devices_after_load_all" in s:
                 extra = (
                     f" — backend devices before `ggml_backend_load_all_from_path`: "
-                    f"{s['devices_before_load_all']}, after: {s['devices_after_load_all']}"
+                    f"{s['devices_before_load_all']}, after: {s['devices_after_load_all']}; "
+                    f"variant it chose: {s.get('cpu_backend_loaded', '?')}"
                 )
             lines.append(f"- {name}: `{s['system_info']}`{extra}")
     if report.get("dispatch_as_shipped") is not None:
@@ -470,7 +515,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "## The runtime-dispatch build used as llama-cpp-python uses it",
             "",
-            f"CPU backend libraries in the wheel pip builds: {report['dispatch_wheel_cpu_libs'] or 'none'}.",
+            "CPU backend libraries in the wheel pip builds (paths inside the wheel, i.e. under "
+            f"site-packages): {', '.join(report['dispatch_wheel_cpu_libs']) or 'none'}.",
             "Loading SmolLM2 without a `ggml_backend_load_all_from_path` call of our own:",
         ]
         for run in report["dispatch_as_shipped"]:

@@ -311,6 +311,12 @@ def doctor(
     timeout: Annotated[
         float, typer.Option(help="Seconds each model probe (a child process) may take.")
     ] = 180.0,
+    only_configured: Annotated[
+        bool,
+        typer.Option(
+            "--only-configured", help="Skip bundled models the settings do not use (e.g. at a Job's start)."
+        ),
+    ] = False,
 ) -> None:
     """Check that this machine can do the work: one line per check, ok or PROBLEM with its fix.
 
@@ -320,7 +326,7 @@ def doctor(
     """
     from maie.runner.doctor import main as doctor_main
 
-    raise typer.Exit(doctor_main(as_json=as_json, timeout=timeout))
+    raise typer.Exit(doctor_main(as_json=as_json, timeout=timeout, bundled=not only_configured))
 
 
 @app.command()

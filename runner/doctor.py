@@ -440,8 +440,8 @@ class ModelTarget:
         return f"{self.kind} {self.backend} {self.model or default} ({', '.join(self.roles)})"
 
 
-def model_targets(settings: Settings) -> list[ModelTarget]:
-    """The bundled models and the ones the settings configure, each once."""
+def model_targets(settings: Settings, bundled: bool = True) -> list[ModelTarget]:
+    """The models the settings configure and (unless bundled=False) the bundled ones, each once."""
     from maie.model_paths import BUNDLED_GGUF, BUNDLED_WHISPER, DEFAULT_GGUF
 
     wanted: list[tuple[str, str, str | None, str]] = []
@@ -462,7 +462,7 @@ def model_targets(settings: Settings) -> list[ModelTarget]:
         target = targets.setdefault((kind, backend, model), ModelTarget(kind, backend, model, []))
         if role not in target.roles:
             target.roles.append(role)
-    return list(targets.values())
+    return [t for t in targets.values() if bundled or t.roles != ["bundled"]]
 
 
 def _missing(settings: Settings, target: ModelTarget) -> Any:
@@ -604,8 +604,11 @@ def _version(dist: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-def iter_checks(settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[Check]:
-    """Every check, in order, one at a time (the model probes take seconds each)."""
+def iter_checks(
+    settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True
+) -> Iterator[Check]:
+    """Every check, in order, one at a time (the model probes take seconds each). bundled=False
+    leaves out the bundled models that the settings do not use (a runner Job's start)."""
     yield check_python()
     yield check_packages()
     if settings is None:
@@ -629,19 +632,21 @@ def iter_checks(settings: Settings | None = None, timeout: float = DEFAULT_TIMEO
     if data != cache and data not in cache.parents:
         yield check_writable_dir("CACHE_DIR", settings.cache_path, settings)
     yield check_api_key(settings)
-    for target in model_targets(settings):
+    for target in model_targets(settings, bundled):
         yield check_model(settings, target, timeout)
 
 
-def run_checks(settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[Check]:
-    return list(iter_checks(settings, timeout))
+def run_checks(
+    settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True
+) -> list[Check]:
+    return list(iter_checks(settings, timeout, bundled))
 
 
-def main(*, as_json: bool = False, timeout: float = DEFAULT_TIMEOUT) -> int:
+def main(*, as_json: bool = False, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True) -> int:
     """Print the checks (a line each as it completes, or one JSON document); 0 when all are ok."""
     started = time.monotonic()
     checks: list[Check] = []
-    for check in iter_checks(timeout=timeout):
+    for check in iter_checks(timeout=timeout, bundled=bundled):
         checks.append(check)
         if not as_json:
             print(check.line(), flush=True)

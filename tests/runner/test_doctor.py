@@ -276,6 +276,29 @@ def test_cpu_features_against_the_library(tmp_path: Path) -> None:
     assert cpu_flags(tmp_path / "absent") is None
 
 
+def test_model_targets_bundled_and_configured(tmp_path: Path) -> None:
+    from maie.runner.doctor import model_targets
+
+    default = model_targets(Settings())
+    labels = [t.label for t in default]
+    assert labels == [
+        "asr whisper tiny.en (configured, bundled)",
+        "asr whisper base (bundled)",
+        "llm llama_cpp SmolLM2-135M-Instruct.Q4_1.gguf (summary, enhancement, bundled)",
+    ]
+    configured = Settings(whisper_model_variant="base", llm_summary_model="/m/x.gguf")
+    assert [t.label for t in model_targets(configured, bundled=False)] == [
+        "asr whisper base (configured, bundled)",
+        "llm llama_cpp /m/x.gguf (summary)",
+        "llm llama_cpp SmolLM2-135M-Instruct.Q4_1.gguf (enhancement, bundled)",
+    ]
+    vllm = Settings(llm_backend="vllm", asr_backend="chunkformer")
+    assert [t.label for t in model_targets(vllm, bundled=False)] == [
+        "asr chunkformer khanhld/chunkformer-large-vie (configured)",
+        "llm vllm (no model set) (summary)",
+    ]
+
+
 def test_check_lines_are_one_line_each() -> None:
     check = Check("x", False, "it broke", "do this")
     assert check.line() == "PROBLEM x: it broke — fix: do this" and "\n" not in check.line()
