@@ -295,7 +295,7 @@ def library_features(system_info: str) -> list[str]:
     return [name for name, value in re.findall(r"\b([A-Z][A-Z0-9_]+) = (\d+)", system_info) if value == "1"]
 
 
-def check_llama_cpu(timeout: float) -> Check:
+def check_llama_cpu(timeout: float, cpuinfo: Path = Path("/proc/cpuinfo")) -> Check:
     """The llama.cpp build against this CPU: the library's own features and the recorded baseline."""
     from maie.runner.llm.llama_cpp import llama_cpp_build
 
@@ -304,7 +304,7 @@ def check_llama_cpu(timeout: float) -> Check:
         return Check(name, False, "llama-cpp-python is not installed", REBUILD)
     build = llama_cpp_build()
     run = run_probe(["llama-build"], timeout)
-    cpu = cpu_flags()
+    cpu = cpu_flags(cpuinfo)
     no_avx2 = cpu is not None and "avx2" not in cpu[1]
     rebuild = REBUILD_V2 if no_avx2 else REBUILD
     if not run.ok:

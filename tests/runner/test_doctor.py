@@ -299,6 +299,69 @@ def test_model_targets_bundled_and_configured(tmp_path: Path) -> None:
     ]
 
 
+def test_library_features_missing_from_the_cpu_are_a_problem(tmp_path: Path) -> None:
+    """The real library (AVX2, FMA …) against a CPU that has no AVX2: SIGILL ahead, rebuild for v2."""
+    from maie.runner.doctor import check_llama_cpu
+
+    old_cpu = tmp_path / "cpuinfo"
+    old_cpu.write_text(
+        "model name\t: Old Xeon E5-2670\nflags\t\t: fpu sse sse2 pni ssse3 sse4_1 sse4_2 avx\n"
+    )
+    check = check_llama_cpu(60, old_cpu)
+    info = check_llama_cpu(60)  # this machine: fine
+    assert info.ok, info.line()
+    if "AVX2" not in info.detail:
+        pytest.skip("the installed llama.cpp library does not use AVX2")
+    assert not check.ok and "AVX2" in check.detail and "Old Xeon E5-2670" in check.detail
+    assert "SIGILL" in check.detail
+    assert check.fix is not None and "LLAMA_CPU_BASELINE=x86-64-v2 bash scripts/bootstrap.sh" in check.fix
+
+
+def test_amx_kernels_in_the_library_are_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library compiled with AMX (what GGML_NATIVE=ON gives on an AMX Xeon), even on a CPU with AMX."""
+    from maie.runner.doctor import check_llama_cpu
+
+    fake = tmp_path / "shadow" / "llama_cpp"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "__version__ = '0.3.36'\n"
+        "def llama_print_system_info():\n"
+        "    return b'CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | OPENMP = 1 |'\n"
+    )
+    amx_cpu = tmp_path / "cpuinfo"
+    amx_cpu.write_text(
+        "model name\t: Xeon Sapphire Rapids\n"
+        "flags\t\t: pni ssse3 sse4_2 avx avx2 fma f16c bmi2 avx512f amx_tile amx_int8\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    check = check_llama_cpu(60, amx_cpu)
+    assert not check.ok and "AMX_INT8" in check.detail and "general protection fault" in check.detail
+    assert check.fix is not None and "bash scripts/bootstrap.sh" in check.fix
+
+
+def test_wheel_script_is_keyed_on_its_own_flags_only() -> None:
+    """CMAKE_ARGS from the environment cannot change (or poison) the portable wheel; native is refused."""
+    repo = Path(__file__).resolve().parents[2]
+    script = repo / "scripts" / "build_llama_wheel.sh"
+    cache = Path(os.environ.get("MAIE_WHEEL_CACHE", Path.home() / ".cache" / "maie" / "wheels"))
+    if not list(cache.glob("llama-cpp-python-*/build-info.json")):
+        pytest.skip("no portable wheel built here yet (bash scripts/bootstrap.sh builds it)")
+    run = lambda **env: subprocess.run(  # noqa: E731
+        ["bash", str(script), sys.executable], capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
+    )  # fmt: skip
+    plain = run(CMAKE_ARGS=None, LLAMA_EXTRA_CMAKE_ARGS=None, LLAMA_CPU_BASELINE=None)
+    if plain.returncode != 0 or not plain.stdout.strip():
+        pytest.skip(f"the portable wheel for this Python is not built: {plain.stderr[-300:]}")
+    poisoned = run(CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_AMX_INT8=ON")
+    assert poisoned.returncode == 0 and poisoned.stdout == plain.stdout
+    assert "CMAKE_ARGS is ignored" in poisoned.stderr
+    info = json.loads((Path(plain.stdout.strip()).parent / "build-info.json").read_text())
+    assert "-DGGML_NATIVE=OFF" in info["cmake_args"] and "-DGGML_AMX_INT8=OFF" in info["cmake_args"]
+    native = run(LLAMA_EXTRA_CMAKE_ARGS="-DGGML_NATIVE=ON")
+    assert native.returncode == 2 and "portable" in native.stderr
+
+
 def test_check_lines_are_one_line_each() -> None:
     check = Check("x", False, "it broke", "do this")
     assert check.line() == "PROBLEM x: it broke — fix: do this" and "\n" not in check.line()
