@@ -141,6 +141,9 @@ class LlamaCppBackend:
                 model_path=str(self.model_path),
                 n_ctx=self.settings.llm_n_ctx,
                 n_threads=self.threads,
+                # Prompt evaluation too: llama-cpp-python's default for it is every core, which on a
+                # busy machine made a 30-token prompt take 7.6 s instead of 0.6 s (measured here).
+                n_threads_batch=self.threads,
                 n_gpu_layers=self.settings.llm_n_gpu_layers,
                 seed=0,
                 verbose=False,
