@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,6 +230,31 @@ def _start_job(ctx: Context, entry: TxEntry) -> str | None:
     return "started"
 
 
+def queue_view(
+    transcriptions: Mapping[Key, Iterable[TxEntry]],
+    runner_jobs: Mapping[Key, Iterable[JobEntry]],
+    pending: Mapping[Key, float],
+    cap: int,
+) -> tuple[int, list[TxEntry]]:
+    """(free slots, the Queued resources in the order they start): the queue's rule, pure.
+
+    A slot is held by a resource whose Job has not finished, or whose Job was just created and the
+    watch has not shown yet (`pending`). Queued resources start in creation order (then submission
+    time, then name); one being deleted, or already with a Job, never starts."""
+    jobs = {key: list(entries) for key, entries in runner_jobs.items()}
+    holders = {k for k, entries in jobs.items() if any(not j.finished for j in entries)} | set(pending)
+    waiting = sorted(
+        (
+            e
+            for key, entries in transcriptions.items()
+            for e in entries
+            if e.phase == Phase.QUEUED.value and not e.deleting and key not in jobs and key not in pending
+        ),
+        key=lambda e: (e.created, e.submitted, e.name),
+    )
+    return cap - len(holders), waiting
+
+
 async def admit(
     ctx: Context, transcriptions: kopf.Index[Key, TxEntry], runner_jobs: kopf.Index[Key, JobEntry]
 ) -> None:
@@ -239,26 +264,12 @@ async def admit(
     no listing and no race with the watch; one admission at a time, so two cannot take one slot."""
     async with ctx.admission:
         now = time.monotonic()
-        jobs = {key: list(store) for key, store in runner_jobs.items()}
-        for key in [k for k, t in ctx.pending.items() if k in jobs or now - t > PENDING_FORGET_SECONDS]:
+        for key in [
+            k for k, t in ctx.pending.items() if k in runner_jobs or now - t > PENDING_FORGET_SECONDS
+        ]:
             del ctx.pending[key]
-        holders = {k for k, entries in jobs.items() if any(not j.finished for j in entries)} | set(
-            ctx.pending
-        )
-        free = ctx.settings.operator_max_concurrent_jobs - len(holders)
-        if free <= 0:
-            return
-        waiting = sorted(
-            (
-                e
-                for key, store in transcriptions.items()
-                for e in store
-                if e.phase == Phase.QUEUED.value
-                and not e.deleting
-                and key not in jobs
-                and key not in ctx.pending
-            ),
-            key=lambda e: (e.created, e.submitted, e.name),
+        free, waiting = queue_view(
+            transcriptions, runner_jobs, ctx.pending, ctx.settings.operator_max_concurrent_jobs
         )
         for entry in waiting:
             if free <= 0:
@@ -290,7 +301,9 @@ def _admission_problem(
         exc = OverrideNotAllowed(refused, list(ctx.settings.operator_allowed_job_overrides))
         return exc.reason, exc.code, exc.message
     try:
-        check_audio_location(tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings)
+        check_audio_location(
+            tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings, resolve=False
+        )
     except AudioAccessError as exc:
         return "AudioNotAllowed", exc.code, exc.message
     except ValueError as exc:  # a task id that cannot be an object-key segment
