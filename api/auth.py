@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import secrets
-import stat
 from pathlib import Path
 
 from fastapi import Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from maie.api.errors import ApiError
+from maie.secrets import stored_secret
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.auth")
@@ -30,40 +28,39 @@ api_key_header = APIKeyHeader(
 )
 
 
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="The same key as `Authorization: Bearer <key>` (what OpenAI clients send).",
+)
+
+
 def key_file(settings: Settings) -> Path:
     return Path(settings.data_dir) / KEY_FILE
 
 
 def resolve_api_key(settings: Settings) -> tuple[str, Path | None]:
     """(the key, the file it came from or None when SECRET_API_KEY is set)."""
-    if settings.secret_api_key is not None and settings.secret_api_key.get_secret_value():
-        return settings.secret_api_key.get_secret_value(), None
-    path = key_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        key = secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(key + "\n")
-            log.info("generated a new API key in %s", path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("%s was readable by others (mode %o); setting it to 0600", path, mode)
-        path.chmod(0o600)
-    key = path.read_text(encoding="utf-8").strip()
-    if not key:
-        raise RuntimeError(f"{path} is empty: delete it to generate a new key, or set SECRET_API_KEY")
-    return key, path
+    return stored_secret(settings.secret_api_key, key_file(settings))
 
 
-async def require_api_key(request: Request, api_key: str | None = Security(api_key_header)) -> None:
-    """Dependency for every /v1 route: 401 without the right key."""
+async def require_api_key(
+    request: Request,
+    api_key: str | None = Security(api_key_header),
+    bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+) -> None:
+    """Dependency for every /v1 route: 401 without the right key.
+
+    `X-API-Key` is MAIE's header; `Authorization: Bearer <key>` is accepted too, so OpenAI clients
+    work unchanged. When both are sent, X-API-Key is the one checked. Which one was used is kept in
+    `request.state.auth_scheme` (GET /v1/models answers Bearer clients in OpenAI's shape).
+    """
     expected: str = request.app.state.api_key
-    if not api_key:
-        raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
-    if not hmac.compare_digest(api_key.encode("utf-8"), expected.encode("utf-8")):
-        raise ApiError(401, "invalid_api_key", "the X-API-Key header does not match the configured key")
+    scheme, key = ("x-api-key", api_key) if api_key else ("bearer", bearer.credentials if bearer else None)
+    if not key:
+        raise ApiError(
+            401, "missing_api_key", "send your API key in the X-API-Key header (or Authorization: Bearer)"
+        )
+    if not hmac.compare_digest(key.encode("utf-8"), expected.encode("utf-8")):
+        where = "X-API-Key header" if scheme == "x-api-key" else "bearer token"
+        raise ApiError(401, "invalid_api_key", f"the {where} does not match the configured key")
+    request.state.auth_scheme = scheme

@@ -43,6 +43,22 @@ class ModelsResponse(BaseModel):
     llm: list[ModelInfo]
 
 
+class OpenAIModel(BaseModel):
+    """One entry of OpenAI's model list: an id POST /v1/audio/transcriptions takes as `model`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time this API process started.")
+    owned_by: str = "maie"
+
+
+class OpenAIModelList(BaseModel):
+    """GET /v1/models in OpenAI's shape (for Bearer clients, or ?format=openai)."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class TemplateSummary(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -99,6 +115,12 @@ FORM_FIELDS: dict[str, dict[str, Any]] = {
     "top_k": {"type": "integer", "minimum": 0, "maximum": 1000},
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768},
     "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 3},
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": 2048,
+        "description": "Webhook: POSTed the status document, signed (MAIE-Signature), when the task ends.",
+    },
 }
 
 PROCESS_OPENAPI: dict[str, Any] = {

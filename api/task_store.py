@@ -4,14 +4,17 @@ Why SQLite: tasks must survive a kill of the service (the restart finishes them)
 write (the API claims tasks, workers report progress), and it needs no server. WAL mode and a busy
 timeout make the short writes of both sides safe.
 
-Every run of a task has an attempt number. A worker's writes are conditional on its attempt still
-being the current one, so a run that was superseded (requeued after a crash, cancelled) can never
-overwrite the task or finish it a second time.
+Only the executor (the queue owner) writes here: the worker process runs the one task runner, which
+reports through the task's objects (progress.json, result.json), exactly as a Kubernetes Job does.
+Every run of a task has an attempt number, and the executor's writes about a run are conditional on
+its attempt still being the current one, so a run that was superseded (requeued, cancelled) can
+never finish the task a second time.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +46,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker_pid   INTEGER,
     document     TEXT,
     error        TEXT,
-    error_code   TEXT
+    error_code   TEXT,
+    webhook      TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -97,6 +101,7 @@ class TaskRow:
     document: str | None
     error: str | None
     error_code: str | None
+    webhook: str | None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> TaskRow:
@@ -121,29 +126,41 @@ class TaskRow:
             document=row["document"],
             error=row["error"],
             error_code=row["error_code"],
+            webhook=row["webhook"],
         )
 
 
 class TaskStore:
-    """Short-lived connections (one per operation): safe from any thread and any process."""
+    """One connection per thread, kept open: safe from any thread and any process.
+
+    Opening a connection per operation cost more than the operation: each open re-reads the schema,
+    and each close of the last connection checkpoints the WAL and deletes it, so under load (API
+    threads polling status while workers report progress) most of the store's time went there.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(tasks)")}
+            if "webhook" not in columns:  # a store made before webhooks
+                db.execute("ALTER TABLE tasks ADD COLUMN webhook TEXT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+            self._local.db = db
+        elif db.in_transaction:  # an operation that failed mid-transaction must not leak into the next
+            db.execute("ROLLBACK")
+        yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -156,11 +173,7 @@ class TaskStore:
                 raise
             db.execute("COMMIT")
 
-    # --- health --------------------------------------------------------------------------
-    def ping(self) -> None:
-        with self._connect() as db:
-            db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
-
+    # --- executor bookkeeping ---------------------------------------------------------
     def set_meta(self, key: str, value: str) -> None:
         with self._connect() as db:
             db.execute(
@@ -298,33 +311,20 @@ class TaskStore:
                 )
         return bool(cur.rowcount)
 
-    def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
-        """After a restart: running tasks go back to the queue, or FAILED once out of attempts."""
-        requeued: list[str] = []
-        failed: list[str] = []
-        for row in self.list_state(RUNNING):
-            if row.attempts >= max_attempts:
-                if self.fail(
-                    row.id,
-                    row.attempts,
-                    f"the task was interrupted {row.attempts} times (service restarts or worker crashes); "
-                    f"giving up after {max_attempts} attempts",
-                    "max_attempts_exceeded",
-                ):
-                    failed.append(row.id)
-            elif self.requeue(row.id, row.attempts, "service restarted while the task was running"):
-                requeued.append(row.id)
-        return requeued, failed
-
-    # --- worker side ----------------------------------------------------------------------
-    def report_progress(self, task_id: str, attempt: int, status: TaskStatus, progress: float) -> bool:
+    def set_webhook(self, task_id: str, webhook_json: str) -> None:
+        """The webhook's delivery record (every attempt), shown in the task's status."""
         with self._connect() as db:
-            cur = db.execute(
-                "UPDATE tasks SET status=?, progress=?, updated_at=? WHERE id=? AND attempts=? AND state=?",
-                (status.value, progress, now_iso(), task_id, attempt, RUNNING),
-            )
-        return bool(cur.rowcount)
+            db.execute("UPDATE tasks SET webhook=? WHERE id=?", (webhook_json, task_id))
 
+    def add_events(self, task_id: str, events: list[tuple[int, str, str | None, str]]) -> None:
+        """Append (attempt, kind, detail, at) lines to the audit trail (the runner's step history)."""
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO events(task_id, attempt, kind, detail, at) VALUES(?,?,?,?,?)",
+                [(task_id, attempt, kind, detail, at) for attempt, kind, detail, at in events],
+            )
+
+    # --- results ---------------------------------------------------------------------
     def finish(
         self,
         task_id: str,
@@ -334,7 +334,7 @@ class TaskStore:
         error: str | None,
         error_code: str | None,
     ) -> bool:
-        """Store the final document; False when this attempt was superseded (it must not count)."""
+        """Store the runner's final document; False when this attempt was superseded (it must not count)."""
         ts = now_iso()
         with self._transaction() as db:
             cur = db.execute(

@@ -207,18 +207,9 @@ def write_report(
     elif "skipped" in api:
         out += [f"skipped: {api['skipped']}", ""]
     else:
-        out += [
-            "| clients | uploads | accepted | submissions/s | submit p50 / p99 ms | pollers | polls | "
-            "poll p50 ms | poll p99 ms |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {api['clients']} | {api['submissions']} | {api['accepted']} | {api['submissions_per_s']} | "
-            f"{api['submit_p50_ms']} / {api['submit_p99_ms']} | {api['pollers']} | {api['polls']} | "
-            f"{api['poll_p50_ms']} | {api['poll_p99_ms']} |",
-            "",
-            f"Uploads: the 11 s JFK flac ({api['upload_bytes']} bytes), features raw_transcript; the "
-            "executor transcribes the queue meanwhile (the same 2 cores).",
-            "",
-        ]
+        from api_load import report as api_report
+
+        out += [api_report(api).split("\n", 2)[2], ""]  # api_load's own table and ratios, less its title
     out += ["GPU: none on this machine — no VRAM or GPU timing figures (none invented).", ""]
 
     plot = _plot(path.with_suffix(".png"), hp0_runs, long_runs, per_recording, engines)

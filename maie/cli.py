@@ -95,13 +95,16 @@ def _build_request(
 
 
 def _progress_runner(run):  # type: ignore[no-untyped-def]
-    """Run `run(callback)` under a rich progress bar with one line per stage."""
+    """Run `run(observer)` under a rich progress bar with one line per step."""
     from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from maie.contract import Step
+
     labels = {
-        TaskStatus.PREPROCESSING: "Preprocess",
-        TaskStatus.PROCESSING_ASR: "Transcribe",
-        TaskStatus.PROCESSING_LLM: "LLM stages",
+        Step.PREPROCESSING: "Preprocess",
+        Step.ASR: "Transcribe",
+        Step.ENHANCEMENT: "Enhance",
+        Step.SUMMARY: "Summarize",
     }
     with Progress(
         TextColumn("{task.description:<11}"),
@@ -112,20 +115,14 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
         transient=False,
         disable=not console.is_terminal and not _force_progress(),
     ) as bar:
-        tasks: dict[TaskStatus, TaskID] = {}
+        tasks: dict[Step, TaskID] = {}
 
-        def callback(stage: TaskStatus, fraction: float) -> None:
-            if stage.finished:
-                for t in tasks.values():
-                    bar.update(t, completed=100)
-                return
-            if stage not in tasks:
-                for t in tasks.values():
-                    bar.update(t, completed=100)
-                tasks[stage] = bar.add_task(labels.get(stage, stage.value), total=100)
-            bar.update(tasks[stage], completed=max(0.0, min(100.0, 100.0 * fraction)))
+        def observer(update) -> None:  # type: ignore[no-untyped-def]
+            if update.step not in tasks:
+                tasks[update.step] = bar.add_task(labels[update.step], total=100)
+            bar.update(tasks[update.step], completed=max(0.0, min(100.0, 100.0 * update.fraction)))
 
-        return run(callback)
+        return run(observer)
 
 
 def _force_progress() -> bool:
@@ -206,14 +203,9 @@ def transcribe(
     settings = get_settings()
     task_id = str(uuid.uuid4())
 
-    def run(callback):  # type: ignore[no-untyped-def]
+    def run(observer):  # type: ignore[no-untyped-def]
         return run_pipeline(
-            audio,
-            request,
-            settings=settings,
-            task_id=task_id,
-            stage_progress=callback,
-            work_dir=output_dir,
+            audio, request, settings=settings, task_id=task_id, observer=observer, work_dir=output_dir
         )
 
     doc, exports = _progress_runner(run)
@@ -235,7 +227,8 @@ def summarize(
     output_dir: Annotated[Path, typer.Option(help="Where result.json goes.")] = Path("maie-output"),
 ) -> None:
     """Run the LLM stages on a transcript you already have."""
-    from maie.runner.pipeline import run_text_pipeline
+    from maie.checkpoint import Checkpoint
+    from maie.runner.pipeline import run_pipeline
     from maie.settings import get_settings
 
     if not transcript.is_file():
@@ -257,13 +250,12 @@ def summarize(
     )
     settings = get_settings()
 
-    def run(callback):  # type: ignore[no-untyped-def]
-        return run_text_pipeline(
-            text,
-            request,
-            settings=settings,
-            task_id=str(uuid.uuid4()),
-            stage_progress=callback,
+    task_id = str(uuid.uuid4())
+    given = Checkpoint(task_id=task_id, text_input=" ".join(text.split()))
+
+    def run(observer):  # type: ignore[no-untyped-def]
+        return run_pipeline(
+            None, request, settings=settings, task_id=task_id, checkpoint=given, observer=observer
         )
 
     doc, exports = _progress_runner(run)
@@ -306,6 +298,30 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 
 @app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each model probe (a child process) may take.")
+    ] = 180.0,
+    only_configured: Annotated[
+        bool,
+        typer.Option(
+            "--only-configured", help="Skip bundled models the settings do not use (e.g. at a Job's start)."
+        ),
+    ] = False,
+) -> None:
+    """Check that this machine can do the work: one line per check, ok or PROBLEM with its fix.
+
+    Python and packages, the llama.cpp build against this CPU, DATA_DIR, the API key file, and every
+    bundled and configured model loaded and run once in a child process (a crash is caught and
+    named). Exit status 1 when any check fails.
+    """
+    from maie.runner.doctor import main as doctor_main
+
+    raise typer.Exit(doctor_main(as_json=as_json, timeout=timeout, bundled=not only_configured))
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default API_PORT).")] = None,
@@ -330,14 +346,11 @@ def operator_cmd(
 
 
 @app.command("run-task")
-def run_task(
-    name: Annotated[str, typer.Argument(help="Transcription resource name.")],
-    namespace: Annotated[str, typer.Option(help="Its namespace.")] = "default",
-) -> None:
-    """Run one Transcription's pipeline (the runner Job's entrypoint)."""
-    from maie.runner.run_task import main as run_task_main
+def run_task() -> None:
+    """Run one task (the runner Job's entrypoint): the task is in MAIE_TASK, storage is S3."""
+    from maie.runner.task import main as run_task_main
 
-    sys.exit(run_task_main(name=name, namespace=namespace))
+    sys.exit(run_task_main([]))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from maie.settings import AsrBackendName, LlmBackendName
+from maie.storage.base import TaskKeys
 
 
 def utcnow() -> datetime:
@@ -41,6 +42,30 @@ class Feature(StrEnum):
 
 
 DEFAULT_FEATURES: tuple[Feature, ...] = (Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY)
+
+
+class Step(StrEnum):
+    """The pipeline's steps, finer than the stage (PROCESSING_LLM is enhancement, then summary)."""
+
+    PREPROCESSING = "preprocessing"
+    ASR = "asr"
+    ENHANCEMENT = "enhancement"
+    SUMMARY = "summary"
+
+    @property
+    def stage(self) -> TaskStatus:
+        return {
+            Step.PREPROCESSING: TaskStatus.PREPROCESSING,
+            Step.ASR: TaskStatus.PROCESSING_ASR,
+        }.get(self, TaskStatus.PROCESSING_LLM)
+
+    @property
+    def runtime(self) -> str:
+        """Whose native code runs in this step (what a crash report names)."""
+        return {
+            Step.PREPROCESSING: "the audio decoder (FFmpeg)",
+            Step.ASR: "the ASR runtime",
+        }.get(self, "the LLM runtime")
 
 
 # --------------------------------------------------------------------------------------
@@ -100,6 +125,12 @@ class TaskRequest(BaseModel):
     template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     asr: AsrOptions = Field(default_factory=AsrOptions)
     llm: LlmOptions = Field(default_factory=LlmOptions)
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
+        description="Webhook: POSTed the status document (signed) when the task ends.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -120,6 +151,25 @@ class TaskRequest(BaseModel):
         if Feature.SUMMARY in self.features and not self.template_id:
             raise ValueError("template_id is required when 'summary' is among the features")
         return self
+
+
+class RunnerTask(BaseModel):
+    """One task as the runner is given it, whichever queue it came from (embedded executor, Job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    namespace: str | None = Field(None, description="Tenant (Kubernetes namespace); None in embedded mode.")
+    request: TaskRequest
+    audio: str = Field(
+        max_length=2048, description="A key in the task's object store, s3://bucket/key, or an http(s) URL."
+    )
+    submitted_at: datetime | None = None
+    request_id: str | None = None
+
+    @property
+    def keys(self) -> TaskKeys:
+        return TaskKeys(self.task_id, self.namespace)
 
 
 # --------------------------------------------------------------------------------------
@@ -146,6 +196,11 @@ class Segment(BaseModel):
     text: str
     avg_logprob: float | None = None
     words: list[Word] | None = None
+    # Whisper's own per-segment figures, where the backend gives them (OpenAI's verbose_json shows them).
+    seek: int | None = Field(None, description="Whisper: the decoding window's offset, in 10 ms frames.")
+    temperature: float | None = Field(None, description="Whisper: the sampling temperature that was kept.")
+    compression_ratio: float | None = Field(None, description="Whisper: gzip compression ratio of the text.")
+    no_speech_prob: float | None = Field(None, description="Whisper: probability of no speech.")
 
 
 class AsrVersion(BaseModel):
@@ -182,6 +237,11 @@ class LlmVersion(BaseModel):
     decoding_params: dict[str, Any] = Field(default_factory=dict)
     structured_output: dict[str, Any] | None = None
     library_version: str | None = None
+    runtime_build: dict[str, Any] | None = Field(
+        None,
+        description="How the LLM library running here was built (llama.cpp: package version, CPU "
+        "baseline, CMake flags, llama_print_system_info); 'unknown' where no build record exists.",
+    )
 
 
 class Versions(BaseModel):
@@ -210,12 +270,38 @@ class Results(BaseModel):
     language: str | None = None
 
 
+class StageEvent(BaseModel):
+    """One line of a task's history: an attempt began, a step started, finished or was resumed."""
+
+    attempt: int
+    event: Literal["attempt", "started", "finished", "resumed", "failed"]
+    step: Step | None = None
+    at: datetime = Field(default_factory=utcnow)
+    detail: str | None = None
+
+
+class WebhookAttempt(BaseModel):
+    at: datetime = Field(default_factory=utcnow)
+    status: int | None = Field(None, description="The receiver's HTTP status.")
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class WebhookStatus(BaseModel):
+    """A task's webhook: every delivery attempt, and how it ended."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class ResultDocument(BaseModel):
     """result.json, the runner's output and the API's status response."""
 
     task_id: str
     status: TaskStatus
     progress: float | None = Field(None, ge=0, le=100, description="Percent, while running.")
+    step: Step | None = Field(None, description="The step running now (finer than status).")
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -227,6 +313,14 @@ class ResultDocument(BaseModel):
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → file/key.")
     error: str | None = None
     error_code: str | None = None
+    attempts: int | None = Field(None, description="Runs of the task so far (a crash starts another).")
+    history: list[StageEvent] = Field(
+        default_factory=list,
+        description="Every attempt's steps: started, finished, resumed from a checkpoint.",
+    )
+    webhook: WebhookStatus | None = Field(
+        None, description="The callback_url's delivery, when one was given."
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=False)

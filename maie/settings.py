@@ -16,6 +16,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 AsrBackendName = Literal["whisper", "chunkformer"]
 LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
+# What a Transcription may override per resource when the operator allows it (its spec.job fields,
+# camelCase as on the wire, and queueName = the resource's kueue.x-k8s.io/queue-name label).
+JobOverrideName = Literal[
+    "gpuCount",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "ttlSecondsAfterFinished",
+    "nodeSelector",
+    "tolerations",
+    "runtimeClassName",
+    "priorityClassName",
+    "resources",
+    "queueName",
+]
 
 # The project root (for the shipped templates/ folder when running from a checkout).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +68,45 @@ class Settings(BaseSettings):
     )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
+    # --- API: OpenAI-compatible transcription, live progress, metrics (issue 13) ------------
+    transcriptions_max_file_size_mb: int = Field(
+        25, ge=1, description="Largest upload POST /v1/audio/transcriptions takes (it answers synchronously)."
+    )
+    transcriptions_max_duration_seconds: float = Field(
+        600.0, gt=0, description="Longest audio POST /v1/audio/transcriptions takes; longer = 422."
+    )
+    transcriptions_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds POST /v1/audio/transcriptions waits for its task; then the task is "
+        "cancelled and the answer is 504.",
+    )
+    live_poll_interval: float = Field(
+        0.5, gt=0, le=10, description="Seconds between task reads of SSE streams and synchronous waits."
+    )
+    sse_keepalive_seconds: float = Field(
+        15.0, gt=0, description="An SSE comment is sent after this many seconds without an event."
+    )
+    metrics_require_key: bool = Field(
+        False, description="true = /metrics needs the API key like /v1 routes; false = public like /health."
+    )
+
+    # --- webhooks (POST the status document when a task ends) ---------------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the MAIE-Signature header. Unset in embedded mode: generated on "
+        "first start in DATA_DIR/webhook-secret (mode 0600); in a cluster the chart's Secret sets it.",
+    )
+    allowed_internal_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a callback_url or an audio http(s) URL may reach although loopback or "
+        'link-local (JSON list, e.g. ["127.0.0.0/8"] for a receiver on this machine); refused otherwise.',
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
+    webhook_retry_seconds: int = Field(
+        600, ge=0, description="How long a failing webhook is retried (exponential backoff, 1 s to 60 s)."
+    )
+
     # --- paths --------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
     models_dir: Path = Field(
@@ -74,6 +127,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=10, description="Runs of one task (after crashes) before FAILED.")
     result_ttl: int = Field(86400, ge=60, description="Seconds finished results and their files are kept.")
     heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between executor heartbeats.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of embedded worker processes, so the API stays responsive while models run.",
+    )
 
     # --- ASR: common --------------------------------------------------------------------
     asr_backend: AsrBackendName = Field("whisper", description="ASR backend: whisper | chunkformer.")
@@ -185,6 +244,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
     s3_secure: bool = Field(False, description="Use TLS to reach S3.")
     s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_allowed_audio_buckets: list[str] = Field(
+        default_factory=list,
+        description="Other buckets an s3:// audio URI may name (JSON list). In S3_BUCKET itself audio is "
+        "read only from the task's own audio/{namespace}/ prefix.",
+    )
 
     # --- kubernetes mode ----------------------------------------------------------------
     namespace: str = Field("default", description="Namespace where the API creates Transcriptions.")
@@ -215,7 +279,10 @@ class Settings(BaseSettings):
         "IfNotPresent", description="Runner image pull policy."
     )
     operator_image_pull_secrets: list[str] = Field(default_factory=list, description="Pull secret names.")
-    operator_service_account: str = Field("maie-runner", description="Runner Jobs' service account.")
+    operator_service_account: str = Field(
+        "maie-runner",
+        description="Runner Jobs' service account (no token is mounted: for cloud IAM bindings only).",
+    )
     operator_gpu_count: int = Field(1, ge=0, le=8, description="GPUs per runner Job; 0 = CPU cluster.")
     operator_gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")
     operator_node_selector: dict[str, str] = Field(default_factory=dict, description="Runner nodeSelector.")
@@ -230,11 +297,34 @@ class Settings(BaseSettings):
     operator_ttl_seconds_after_finished: int = Field(
         3600, ge=0, description="Finished Jobs are removed after this (status is copied first)."
     )
+    operator_pending_timeout: int = Field(
+        21600,
+        ge=0,
+        description="Seconds a runner Job may spend waiting to be scheduled (a GPU node) on top of its "
+        "runs; each run is limited by JOB_TIMEOUT from its pod's start.",
+    )
+    operator_image_pull_grace: int = Field(
+        300, ge=0, description="Seconds an image pull may keep failing before the task fails."
+    )
+    operator_runner_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces provisioned for runner Jobs (their S3 Secret and ConfigMap); empty = the "
+        "watched namespaces. A Transcription elsewhere is refused at once.",
+    )
+    operator_namespace: str = Field(
+        "default", description="Namespace of the operator itself (its leader-election Lease)."
+    )
+    operator_health_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the operator's liveness endpoint (/healthz)."
+    )
+    operator_lease_seconds: int = Field(
+        15, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
+    )
     operator_max_concurrent_jobs: int = Field(
         4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."
     )
     operator_queue_retry_seconds: float = Field(
-        10.0, gt=0, description="How often a Queued resource retries."
+        10.0, gt=0, description="How often the queue is checked for free slots (besides Job events)."
     )
     operator_deletion_policy: Literal["Delete", "DeleteAudio", "Retain"] = Field(
         "Delete", description="What deleting a Transcription removes from S3 (its audio/ and results/)."
@@ -249,10 +339,27 @@ class Settings(BaseSettings):
     operator_models_host_path: str | None = Field(None, description="hostPath with the models (no PVC).")
     operator_runner_models_dir: str = Field("/models", description="MODELS_DIR inside runner Jobs.")
     runner_status_interval: float = Field(
-        5.0, gt=0, description="Seconds between the runner's progress patches (stage changes go at once)."
+        5.0,
+        gt=0,
+        description="Seconds between the runner's progress writes (step changes are written at once).",
+    )
+    operator_metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the operator's Prometheus /metrics; 0 = off."
     )
     operator_gc_interval: float = Field(
         300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."
+    )
+    operator_allowed_job_overrides: list[JobOverrideName] = Field(
+        default_factory=list,
+        description="spec.job fields (camelCase) a Transcription may set freely, plus queueName (its "
+        "kueue.x-k8s.io/queue-name label). Others are refused, except gpuCount, activeDeadlineSeconds, "
+        "backoffLimit and ttlSecondsAfterFinished at or below the operator's own values. Empty = no "
+        "per-resource scheduling overrides.",
+    )
+    operator_kueue_queue_name: str | None = Field(
+        None,
+        description="Kueue LocalQueue of runner Jobs: set as label kueue.x-k8s.io/queue-name and the Job "
+        "is created suspended (Kueue admits it). Unset = no Kueue.",
     )
 
     @field_validator("asr_language", mode="before")
@@ -273,12 +380,6 @@ class Settings(BaseSettings):
     def cache_path(self) -> Path:
         assert self.cache_dir is not None
         return self.cache_dir
-
-    def template_schema_path(self, template_id: str) -> Path:
-        return self.templates_dir / f"{template_id}.json"
-
-    def prompt_path(self, name: str) -> Path:
-        return self.templates_dir / "prompts" / f"{name}.jinja"
 
 
 @lru_cache(maxsize=1)

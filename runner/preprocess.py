@@ -33,7 +33,7 @@ class PreparedAudio:
         return float(len(self.samples)) / TARGET_SAMPLE_RATE
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def open_audio(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise AudioError(f"audio file not found: {path.name}")
     if path.stat().st_size == 0:
@@ -55,23 +55,28 @@ def probe_audio(path: Path) -> AudioInfo:
     Raises AudioError for undecodable input or a file without an audio stream. Duration comes from
     the container; preprocess() replaces it with the decoded length.
     """
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise AudioError(f"{path.name} has no audio stream")
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
-        duration = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        return AudioInfo(
-            format=container.format.name.split(",")[0],
-            codec=ctx.name,
-            duration=round(duration, 3),
-            sample_rate=int(ctx.sample_rate or 0),
-            channels=int(ctx.channels or 0),
-        )
+    with open_audio(path) as container:
+        return describe(container, path.name)
+
+
+def describe(container: av.container.InputContainer, name: str) -> AudioInfo:
+    """AudioInfo of an open container's first audio stream, from its headers (AudioError: none)."""
+    if not container.streams.audio:
+        raise AudioError(f"{name} has no audio stream")
+    stream = container.streams.audio[0]
+    ctx = stream.codec_context
+    duration = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return AudioInfo(
+        format=container.format.name.split(",")[0],
+        codec=ctx.name,
+        duration=round(duration, 3),
+        sample_rate=int(ctx.sample_rate or 0),
+        channels=int(ctx.channels or 0),
+    )
 
 
 def preprocess(
@@ -86,7 +91,7 @@ def preprocess(
     decoded_seconds = 0.0
     last_report = 0.0
     try:
-        with _open(path) as container:
+        with open_audio(path) as container:
             stream = container.streams.audio[0]
             # Frames are grouped before resampling (as faster-whisper does): far fewer calls.
             fifo = av.AudioFifo()

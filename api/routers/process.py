@@ -5,23 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
+from maie import metrics
 from maie.api.auth import require_api_key
-from maie.api.backends import Submission
+from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
-from maie.api.uploads import receive_form
+from maie.api.uploads import StagedUpload, receive_form
 from maie.catalog import unavailable_backends
-from maie.contract import Feature, TaskRequest, utcnow
+from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
 from maie.errors import AudioError
+from maie.logs import request_id_var
+from maie.settings import Settings
+from maie.webhooks import WebhookUrlError, check_url
 
 log = logging.getLogger("maie.api.process")
 router = APIRouter(prefix="/v1", tags=["processing"], dependencies=[Depends(require_api_key)])
@@ -60,6 +64,65 @@ _SAFE_NAME_RE = re.compile(SAFE_NAME)
 
 def _bad(detail: str, code: str = "invalid_parameter") -> ApiError:
     return ApiError(422, code, detail)
+
+
+# id(backend) → (monotonic time, unfinished tasks) of the last count: lets the check before an upload
+# skip the store when there was clearly room a moment ago.
+_QUEUE_SEEN: dict[int, tuple[float, int]] = {}
+QUEUE_SEEN_MAX_AGE = 0.25
+
+
+async def ensure_queue_room(backend: TaskBackend, settings: Settings, *, after_upload: bool = False) -> None:
+    """429 when MAX_QUEUE_DEPTH tasks are unfinished.
+
+    Checked before the body is read (so a full queue refuses at once) and again after the upload,
+    always from the store: that second count decides. The first may pass on a count taken within
+    the last 0.25 s that left room (it only spares reading a body that would be refused); a count
+    that says the queue is full is always taken afresh, so nobody is refused on an old figure.
+    """
+    now = time.monotonic()
+    seen = _QUEUE_SEEN.get(id(backend))
+    if (
+        not after_upload
+        and seen
+        and now - seen[0] < QUEUE_SEEN_MAX_AGE
+        and seen[1] < settings.max_queue_depth
+    ):
+        return
+    count = await backend.count_unfinished()
+    _QUEUE_SEEN[id(backend)] = (now, count)
+    if count < settings.max_queue_depth:
+        return
+    detail = (
+        "the queue filled up while the file was uploading; retry later"
+        if after_upload
+        else f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later"
+    )
+    raise ApiError(429, "queue_full", detail, headers={"Retry-After": "30"})
+
+
+def note_queued(backend: TaskBackend) -> None:
+    """One more unfinished task than the last count said."""
+    seen = _QUEUE_SEEN.get(id(backend))
+    if seen:
+        _QUEUE_SEEN[id(backend)] = (seen[0], seen[1] + 1)
+
+
+async def checked_audio(upload: StagedUpload) -> AudioInfo:
+    """The upload's AudioInfo once it is proven decodable audio of at least a second (415/422 otherwise)."""
+    try:
+        return await asyncio.to_thread(check_audio, upload.path)
+    except AudioTooShortError as exc:
+        raise ApiError(422, "audio_too_short", exc.message) from None
+    except AudioError as exc:
+        detail = exc.message.replace(upload.path.name, "the upload")
+        raise ApiError(415, "undecodable_audio", detail) from None
+
+
+def count_accepted(route: str, upload: StagedUpload) -> None:
+    metrics.TASKS_SUBMITTED.labels(route=route).inc()
+    metrics.UPLOAD_BYTES.inc(upload.size)
+    metrics.UPLOAD_SIZE.observe(upload.size)
 
 
 def _scalar(name: str, values: list[str]) -> Any:
@@ -105,8 +168,9 @@ def build_request(fields: dict[str, list[str]]) -> TaskRequest:
             first = (wrong or [""])[0][:40]
             raise _bad(f"features: unknown feature '{first}' (choose from {', '.join(sorted(known))})")
         data["features"] = names
-    if "template_id" in fields:
-        data["template_id"] = _scalar("template_id", fields["template_id"])
+    for top in ("template_id", "callback_url"):
+        if top in fields:
+            data[top] = _scalar(top, fields[top])
     for form_name, option in _ASR_FIELDS.items():
         if form_name in fields:
             data["asr"][option] = _scalar(form_name, fields[form_name])
@@ -145,13 +209,7 @@ async def process(
     request: Request, settings: SettingsDep, backend: BackendDep, catalog: CatalogDep
 ) -> ProcessResponse:
     """Multipart upload: `file` plus options. Returns at once; poll GET /v1/status/{task_id}."""
-    if await backend.count_unfinished() >= settings.max_queue_depth:
-        raise ApiError(
-            429,
-            "queue_full",
-            f"{settings.max_queue_depth} tasks are already waiting or running (MAX_QUEUE_DEPTH); retry later",
-            headers={"Retry-After": "30"},
-        )
+    await ensure_queue_room(backend, settings)
     form = await receive_form(
         request, backend.staging_dir, settings.max_file_size_mb * 1024 * 1024, settings.upload_chunk_bytes
     )
@@ -167,25 +225,19 @@ async def process(
                 f"template_id: template '{task_request.template_id}' does not exist (available: {known})",
                 "template_not_found",
             )
+        if task_request.callback_url:
+            try:
+                await asyncio.to_thread(check_url, task_request.callback_url, settings)
+            except WebhookUrlError as exc:
+                raise _bad(f"callback_url: {exc.message}", exc.code) from None
         if settings.mode == "embedded":  # in a cluster the runner image, not the API's, decides
             problem = await asyncio.to_thread(
                 unavailable_backends, task_request.asr.backend, task_request.llm.backend, settings
             )
             if problem:
                 raise _bad(problem, "backend_unavailable")
-        try:
-            info = await asyncio.to_thread(check_audio, upload.path)
-        except AudioTooShortError as exc:
-            raise ApiError(422, "audio_too_short", exc.message) from None
-        except AudioError as exc:
-            raise ApiError(
-                415, "undecodable_audio", exc.message.replace(upload.path.name, "the upload")
-            ) from None
-        if await backend.count_unfinished() >= settings.max_queue_depth:
-            raise ApiError(
-                429, "queue_full", "the queue filled up while the file was uploading; retry later",
-                headers={"Retry-After": "30"},
-            )  # fmt: skip
+        info = await checked_audio(upload)
+        await ensure_queue_room(backend, settings, after_upload=True)
         task_id = str(uuid.uuid4())
         await backend.submit(
             Submission(
@@ -198,6 +250,8 @@ async def process(
             )
         )
         submitted = True
+        note_queued(backend)
+        count_accepted("/v1/process", upload)
     finally:
         if upload is not None and not submitted:
             upload.path.unlink(missing_ok=True)

@@ -13,10 +13,17 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from maie.storage.base import ObjectNotFound
 
 _COPY_CHUNK = 1024 * 1024
+
+
+def _chunks(fh: BinaryIO, size: int) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(size):
+            yield chunk
 
 
 class LocalObjectStore:
@@ -72,20 +79,6 @@ class LocalObjectStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_chunks(self, key: str, chunks: Iterator[bytes], content_type: str | None = None) -> int:
-        target = self.path_for(key)
-        tmp = self._tmp_for(target)
-        written = 0
-        try:
-            with tmp.open("wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                    written += len(chunk)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return written
-
     # --- reads --------------------------------------------------------------------------
     def get_bytes(self, key: str) -> bytes:
         path = self.path_for(key)
@@ -94,12 +87,24 @@ class LocalObjectStore:
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        path = self.path_for(key)
+        try:
+            fh = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        return _chunks(fh, chunk_size)
+
     def download(self, key: str, path: Path) -> None:
         source = self.path_for(key)
         if not source.is_file():
             raise ObjectNotFound(key)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self.path_for(key)
+        return path if path.is_file() else None
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()

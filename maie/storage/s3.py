@@ -10,7 +10,7 @@ import io
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from minio import Minio
 from minio.deleteobjects import DeleteObject
@@ -21,34 +21,15 @@ from maie.storage.base import ObjectNotFound
 if TYPE_CHECKING:
     from maie.settings import Settings
 
-PART_SIZE = 16 * 1024 * 1024  # multipart part size for streams of unknown length (S3 minimum: 5 MiB)
 _MISSING = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of an iterator of chunks, for put_object(length=-1); counts the bytes."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        while size < 0 or len(self._buffer) < size:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                break
-            self.total += len(chunk)
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+def _stream(response: Any, size: int) -> Iterator[bytes]:
+    try:
+        yield from response.stream(size)
+    finally:
+        response.close()
+        response.release_conn()
 
 
 class S3ObjectStore:
@@ -115,18 +96,6 @@ class S3ObjectStore:
             content_type=content_type or "application/octet-stream",
         )
 
-    def put_chunks(self, key: str, chunks: Iterator[bytes], content_type: str | None = None) -> int:
-        reader = _ChunkReader(chunks)
-        self.client.put_object(
-            self.bucket,
-            key,
-            reader,  # type: ignore[arg-type]
-            -1,
-            content_type=content_type or "application/octet-stream",
-            part_size=PART_SIZE,
-        )
-        return reader.total
-
     # --- reads ----------------------------------------------------------------------------
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -139,12 +108,22 @@ class S3ObjectStore:
             response.close()
             response.release_conn()
 
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            raise self._not_found(exc, key) from exc
+        return _stream(response, chunk_size)
+
     def download(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client.fget_object(self.bucket, key, str(path))
         except S3Error as exc:
             raise self._not_found(exc, key) from exc
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     def exists(self, key: str) -> bool:
         try:

@@ -199,6 +199,10 @@ def _segment(seg: Any, keep_words: bool) -> Segment:
         text=seg.text.strip(),
         avg_logprob=seg.avg_logprob,
         words=words,
+        seek=getattr(seg, "seek", None),
+        temperature=getattr(seg, "temperature", None),
+        compression_ratio=getattr(seg, "compression_ratio", None),
+        no_speech_prob=getattr(seg, "no_speech_prob", None),
     )
 
 
