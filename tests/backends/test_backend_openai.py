@@ -22,15 +22,16 @@ TRANSCRIPT = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."
 )
-# maxItems bounds the array; no maxLength on strings: llama.cpp's grammar for a bounded string length
-# makes constrained sampling 10-15x slower (45 s instead of 3 s for this prompt on 2 busy cores).
+# Bounded everywhere (maxLength, maxItems): an unbounded string let the model write until max_tokens
+# cut it mid-string on some builds, so schema validity held for one build's tokens only. Bounded,
+# the grammar closes every string in time on any build.
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "title": {"type": "string", "minLength": 3},
+        "title": {"type": "string", "minLength": 3, "maxLength": 60},
         "key_points": {
             "type": "array",
-            "items": {"type": "string", "minLength": 3},
+            "items": {"type": "string", "minLength": 3, "maxLength": 80},
             "minItems": 1,
             "maxItems": 2,
         },
