@@ -23,9 +23,10 @@ owners that are not names in the transcript.
 Speed: the summary stage (model load + summary + unload) of old and new, interleaved (old,
 old+passive, new, old, …) in fresh processes, on the JFK clip, en_mm1 (their reference transcripts)
 and ES2004a; each call's prompt-evaluation and decoding milliseconds come from llama.cpp's own
-counters. `old+passive` is the old code with OMP_WAIT_POLICY=PASSIVE, the OpenMP setting the new
-llama_cpp backend makes for itself: new/old is what a user gains, new/old+passive what the
-field-by-field design alone gains. Ratios are medians of the per-round ratios.
+counters. `old+passive` is the old code with OMP_WAIT_POLICY=PASSIVE: its prompt batches no longer
+stall on spinning OpenMP threads (what evaluating prompts on the generation's thread count also
+fixes): new/old is what a user gains, new/old+passive what the field-by-field design alone gains.
+Ratios are medians of the per-round ratios.
 
 Writes benchmarks/results/summary-<date>-<machine>.md and .json. Never part of the test suite.
 """
@@ -105,8 +106,8 @@ def worker(args: argparse.Namespace) -> None:
         model_options(gguf),
         {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "repetition_penalty": 1.0},
     )
-    # Imported only now, as the pipeline does: the backend's module sets OpenMP's wait policy
-    # before llama_cpp (and with it libgomp) is first loaded.
+    # Imported only now, as the pipeline does: an OpenMP setting made before (OMP_WAIT_POLICY)
+    # must be in place when llama_cpp (and with it libgomp) is first loaded.
     import llama_cpp
 
     llm = getattr(backend, "_llm", None)
@@ -227,7 +228,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     threads = max((os.cpu_count() or 2) // 2, 1)  # what the llama_cpp backend uses
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "8192", "--n_threads", str(threads), "--seed", "0"]  # fmt: skip
-    # The same OpenMP setting the llama_cpp backend makes for itself (runner/llm/llama_cpp.py).
+    # Prompt batches on spinning OpenMP threads stall on a busy CPU (see the module docstring).
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}/v1"

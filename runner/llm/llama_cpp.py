@@ -26,13 +26,6 @@ from maie.model_paths import checkpoint_hash, resolve_gguf
 from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.settings import Settings
 
-# llama.cpp's CPU backend runs on OpenMP (the system libgomp, loaded with llama_cpp). OpenMP's
-# default wait policy spins idle threads; on a shared or oversubscribed CPU every multi-token batch
-# (prompt evaluation) then waits on spinning threads. Measured on a busy 2-core machine: 8 prompt
-# tokens 6-10 s with the default, 0.07 s with PASSIVE; 32 tokens 24 s vs 0.25 s. libgomp reads
-# the variable when it loads, which is at `import llama_cpp` below; an explicit setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # llama-cpp-python's own defaults for create_chat_completion (recorded when nothing overrides them).
 LIBRARY_DEFAULTS = {"temperature": 0.2, "top_p": 0.95, "top_k": 40, "repetition_penalty": 1.0}
 
