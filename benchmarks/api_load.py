@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corpus import DATA
+from corpus import data_path
 
 KEY = "benchmark-key"
 
@@ -61,7 +61,7 @@ def run_api_benchmark(
         )
     base = f"http://127.0.0.1:{port}"
     headers = {"X-API-Key": KEY}
-    audio = (DATA / "audio" / "en_jfk_inaugural.flac").read_bytes()
+    audio = data_path("audio/en_jfk_inaugural.flac").read_bytes()
     try:
         deadline = time.monotonic() + 60
         while True:

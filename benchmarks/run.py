@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import WORK, Recording, build_long_input, has_whisper_normaliser, recordings, wer
+from corpus import WORK, Recording, build_long_input, has_whisper_normaliser, recordings, wer, why_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -371,10 +371,12 @@ def main() -> int:
         long_runs = compare(long_rec, 1, engines, log)
 
     llm_run = None
-    if not args.no_llm:
-        jfk = next(r for r in recs if r.name == "en_mm1_micro_machines.wav")
+    mm1 = next((r for r in recs if r.name == "en_mm1_micro_machines.wav"), None)
+    if not args.no_llm and mm1 is None:
+        print(f"== the LLM stages: skipped, {why_missing('audio/en_mm1_micro_machines.wav')}", flush=True)
+    elif not args.no_llm:
         print("== the LLM stages (bundled SmolLM2 summary) on en_mm1", flush=True)
-        llm_run = measure("maie", jfk, features="raw_transcript,clean_transcript,summary",
+        llm_run = measure("maie", mm1, features="raw_transcript,clean_transcript,summary",
                           template="meeting_notes_v1")  # fmt: skip
         _progress(llm_run)
 

@@ -27,7 +27,7 @@ from maie.contract import ResultDocument, TaskStatus
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
-AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
+AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio" / "en_jfk_inaugural.flac"
 pytestmark = [
     pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}"),
     pytest.mark.timeout(400),
