@@ -220,11 +220,3 @@ class EmbeddedBackend:
                 f"{self.executor.running}/{self.settings.max_concurrent_tasks} workers busy",
             )
         return BackendHealth(checks=checks, queue_depth=depth, running=running)
-
-
-def create_backend(settings: Settings) -> TaskBackend:
-    if settings.mode == "embedded":
-        return EmbeddedBackend(settings)
-    from maie.api.k8s_backend import KubernetesBackend  # imports the kubernetes client only when used
-
-    return KubernetesBackend(settings)

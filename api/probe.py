@@ -11,9 +11,9 @@ from pathlib import Path
 
 import av
 
+from maie.audio import MIN_DURATION_SECONDS, probe_audio
 from maie.contract import AudioInfo
 from maie.errors import AudioError
-from maie.runner.preprocess import MIN_DURATION_SECONDS, probe_audio
 
 
 class AudioTooShortError(AudioError):

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runs import Run, ratio_summary
+
 if TYPE_CHECKING:
     from corpus import Recording
-    from run import Run
 
 TARGET = 0.60
 
@@ -44,8 +45,6 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _comparison_table(runs: list[Run], engines: list[str]) -> list[str]:
-    from run import ratio_summary
-
     lines = ["| round | " + " | ".join(f"{e} s" for e in engines) + " | maie / bare | wct2 / bare |",
              "|---|" + "---|" * (len(engines) + 2)]  # fmt: skip
     rounds = sorted({r.round for r in runs})
@@ -105,7 +104,6 @@ def write_report(
     llm_run: Run | None,
     api: dict[str, Any] | None,
 ) -> Path:
-    from run import ratio_summary
 
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")

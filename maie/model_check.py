@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from maie.contract import Feature, TaskRequest
 from maie.errors import MaieError, ModelNotFoundError
-from maie.model_paths import resolve_gguf, resolve_model_dir, resolve_whisper_model
+from maie.model_paths import check_chunkformer_dir, resolve_gguf, resolve_model_dir, resolve_whisper_model
 from maie.settings import Settings
 
 SCRIPT = "scripts/download_models.sh"
@@ -64,9 +64,7 @@ def missing_models(settings: Settings, request: TaskRequest | None = None) -> li
     backend, name, punctuates = _asr_needs(settings, request)
     try:
         if backend == "chunkformer":
-            from maie.runner.asr.chunkformer import check_model_dir
-
-            check_model_dir(resolve_model_dir(name, settings, "asr"))
+            check_chunkformer_dir(resolve_model_dir(name, settings, "asr"))
         else:
             resolve_whisper_model(name, settings)
     except MaieError as exc:

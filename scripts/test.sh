@@ -14,5 +14,7 @@ echo "== ruff"
 echo "== mypy"
 # From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
 (cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" -p maie)
+echo "== lint-imports (the layering contract in pyproject.toml)"
+.venv/bin/python scripts/lint_imports.py
 echo "== pytest"
 exec .venv/bin/pytest "$@"
