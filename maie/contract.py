@@ -175,7 +175,8 @@ class TaskRequest(BaseModel):
     @model_validator(mode="after")
     def _summary_needs_template(self) -> TaskRequest:
         if Feature.SUMMARY in self.features and not self.template_id:
-            raise ValueError("template_id is required when 'summary' is among the features")
+            name = type(self).model_fields["template_id"].alias or "template_id"  # templateId in a spec
+            raise ValueError(f"{name} is required when 'summary' is among the features")
         return self
 
 
