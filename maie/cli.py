@@ -88,7 +88,6 @@ def with_request_options(
         own = inspect.signature(fn, eval_str=True)
         fixed = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         generated = cli_parameters(chosen)
-        names = {o.name for o in chosen}
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
@@ -102,7 +101,6 @@ def with_request_options(
         ]
         command.__signature__ = own.replace(parameters=ordered)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in ordered}
-        command.__dict__["request_option_names"] = names
         return cast(F, command)
 
     return decorate
