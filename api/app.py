@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from maie.api.auth import resolve_api_key
-from maie.api.backends import EmbeddedBackend, TaskBackend
+from maie.api.backends import TaskBackend
 from maie.api.errors import install_error_handlers
 from maie.api.middleware import RequestContextMiddleware
 from maie.api.routers import discovery, health, process, status
@@ -23,9 +23,10 @@ with the versions and metrics of the run. Every `/v1` route needs the `X-API-Key
 
 
 def create_backend(settings: Settings) -> TaskBackend:
-    """The mode's task backend. Chosen here, not in backends.py: k8s_backend builds on backends.py's
-    types, so backends.py importing it back would be a cycle."""
+    """Embedded (SQLite + local files + worker processes) or Kubernetes (Transcriptions + S3)."""
     if settings.mode == "embedded":
+        from maie.api.embedded_backend import EmbeddedBackend
+
         return EmbeddedBackend(settings)
     from maie.api.k8s_backend import KubernetesBackend  # imports the kubernetes client only when used
 

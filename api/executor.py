@@ -1,35 +1,47 @@
-"""The local executor of embedded mode: worker processes, a bounded number at once, in order.
+"""The local executor of embedded mode: the queue owner, as the operator is in a cluster.
 
 It lives in the API's event loop. Each tick it writes a heartbeat (what /health checks), sweeps
-expired results, and starts queued tasks while fewer than MAX_CONCURRENT_TASKS run. A worker that
-exits without finishing its task (a crash, an OOM kill) has its task requeued until MAX_ATTEMPTS
-runs were spent; on start-up, tasks left RUNNING by a killed service are requeued the same way.
+expired results, and starts queued tasks while fewer than MAX_CONCURRENT_TASKS run. Each task runs
+the one task runner (`python -m maie.runner.task --stdin`) in its own process, with the local object
+store. The executor decides every phase transition from what the runner leaves behind:
+
+- exit 0 or 2: the runner wrote result.json (COMPLETE, or FAILED for the task's own reasons);
+- any other exit (a crash, an OOM kill, a storage error): requeued, and the next attempt resumes after
+  the last finished stage (checkpoint.json); once MAX_ATTEMPTS runs are spent, the task is FAILED with
+  everything the finished stages stored and an error naming the stage and the cause;
+- JOB_TIMEOUT: stopped and FAILED the same way.
+On start-up, tasks left RUNNING by a killed service are requeued (or failed) by the same rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psutil
 
-from maie.api.logging import request_id_var
-from maie.api.task_store import DONE, RUNNING, TaskRow, TaskStore
-from maie.api.worker import WorkerJob, settings_payload
+from maie import checkpoint as records
+from maie.api.task_store import RUNNING, TaskRow, TaskStore
+from maie.contract import ResultDocument, RunnerTask, TaskRequest
+from maie.failures import describe_death
+from maie.logs import request_id_var
+from maie.runner_protocol import EXIT_OK, EXIT_TASK_FAILED, WORKER_MODULE, LocalJob, settings_payload
 from maie.settings import Settings
-from maie.storage.base import results_prefix
+from maie.storage.base import ObjectNotFound, TaskKeys
 from maie.storage.local import LocalObjectStore
 
 log = logging.getLogger("maie.executor")
 
 HEARTBEAT_KEY = "executor_heartbeat"
 SWEEP_INTERVAL = 60.0
+STDERR_LINES = 200  # what is kept of a worker's output to describe its death
 
 
 @dataclass
@@ -38,10 +50,17 @@ class _Running:
     attempt: int
     process: asyncio.subprocess.Process
     watcher: asyncio.Task[None]
+    output: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=STDERR_LINES))
 
 
-def task_prefixes(task_id: str) -> list[str]:
-    return [f"audio/{task_id}/", results_prefix(task_id)]
+def runner_task(row: TaskRow) -> RunnerTask:
+    return RunnerTask(
+        task_id=row.id,
+        request=TaskRequest.model_validate_json(row.request),
+        audio=row.audio_key,
+        submitted_at=row.submitted_at,
+        request_id=row.request_id,
+    )
 
 
 class LocalExecutor:
@@ -58,16 +77,15 @@ class LocalExecutor:
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        await asyncio.to_thread(self._kill_orphans)
-        requeued, failed = await asyncio.to_thread(self.store.recover, self.settings.max_attempts)
-        if requeued or failed:
-            log.warning(
-                "recovered after restart: %d requeued, %d failed (out of attempts)",
-                len(requeued),
-                len(failed),
-            )
+        await self.recover()
         await self._beat()  # healthy from the first request on, not from the first tick
         self._loop_task = asyncio.create_task(self._loop(), name="maie-executor")
+
+    async def recover(self) -> None:
+        """Tasks a killed service left RUNNING: requeued (attempt counted), or FAILED when out of them."""
+        await asyncio.to_thread(self._kill_orphans)
+        for row in await asyncio.to_thread(self.store.list_state, RUNNING):
+            await self._after_run(row, returncode=None, output="", reason="the service restarted")
 
     async def stop(self) -> None:
         """Graceful shutdown: stop workers and put their tasks back, without spending an attempt."""
@@ -130,10 +148,8 @@ class LocalExecutor:
                 break
 
     async def _spawn(self, row: TaskRow) -> None:
-        job = WorkerJob(
-            task_id=row.id,
-            attempt=row.attempts,
-            db_path=str(self.store.path),
+        job = LocalJob(
+            task=runner_task(row),
             objects_root=str(self.objects.root),
             parent_pid=os.getpid(),
             settings=settings_payload(self.settings),
@@ -141,70 +157,132 @@ class LocalExecutor:
         token = request_id_var.set(row.request_id or row.id)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "maie.api.worker", "--task", row.id, stdin=asyncio.subprocess.PIPE
-            )
+                sys.executable, "-m", WORKER_MODULE, "--stdin", "--task", row.id,
+                stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
             assert process.stdin is not None
             process.stdin.write(job.model_dump_json().encode())
             await process.stdin.drain()
             process.stdin.close()
             await asyncio.to_thread(self.store.set_worker_pid, row.id, row.attempts, process.pid)
             log.info("task %s attempt %d started in worker pid %d", row.id, row.attempts, process.pid)
-            watcher = asyncio.create_task(self._watch(row, process), name=f"watch-{row.id}")
-            self._running[row.id] = _Running(row.id, row.attempts, process, watcher)
+            run = _Running(row.id, row.attempts, process, asyncio.create_task(asyncio.sleep(0)))
+            run.watcher = asyncio.create_task(self._watch(row, run), name=f"watch-{row.id}")
+            self._running[row.id] = run
         finally:
             request_id_var.reset(token)
 
-    async def _watch(self, row: TaskRow, process: asyncio.subprocess.Process) -> None:
-        """Wait for the worker; settle the task if the worker could not (crash, timeout, shutdown)."""
-        timed_out = False
+    async def _relay(self, run: _Running) -> None:
+        """The worker's stderr goes on to the service's (its log lines), the tail is kept."""
+        stream = run.process.stderr
+        assert stream is not None
+        while line := await stream.readline():
+            text = line.decode("utf-8", errors="replace")
+            run.output.append(text.rstrip("\n"))
+            sys.stderr.write(text)
+        sys.stderr.flush()
+
+    async def _watch(self, row: TaskRow, run: _Running) -> None:
+        """Wait for the worker, then settle the task from what the runner left behind."""
+        relay = asyncio.create_task(self._relay(run))
+        reason: str | None = None
         try:
             try:
-                await asyncio.wait_for(process.wait(), timeout=self.settings.job_timeout)
+                await asyncio.wait_for(run.process.wait(), timeout=self.settings.job_timeout)
             except TimeoutError:
-                timed_out = True
+                reason = (
+                    f"the task ran longer than JOB_TIMEOUT ({self.settings.job_timeout} s) and was stopped"
+                )
                 with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            await self._settle(row, process.returncode, timed_out)
+                    run.process.kill()
+                await run.process.wait()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(relay, timeout=5)
+            await self._after_run(row, run.process.returncode, "\n".join(run.output), reason)
         finally:
+            relay.cancel()
             self._running.pop(row.id, None)
             self.wake()
 
-    async def _settle(self, row: TaskRow, returncode: int | None, timed_out: bool) -> None:
+    async def _after_run(self, row: TaskRow, returncode: int | None, output: str, reason: str | None) -> None:
         current = await asyncio.to_thread(self.store.get, row.id)
-        if current is None or current.state == DONE or current.attempts != row.attempts:
-            return  # finished normally, or cancelled
-        if current.state != RUNNING:
-            return
-        if timed_out:
-            await asyncio.to_thread(
-                self.store.fail,
-                row.id,
-                row.attempts,
-                f"the task ran longer than JOB_TIMEOUT ({self.settings.job_timeout} s) and was stopped",
-                "timeout",
-            )
-            log.warning("task %s timed out", row.id)
-        elif self._stopping:
+        if current is None or current.state != RUNNING or current.attempts != row.attempts:
+            return  # cancelled, or another attempt owns it now
+        task = runner_task(row)
+        await asyncio.to_thread(self._record_history, task, row.attempts)
+        if reason is None and returncode in (EXIT_OK, EXIT_TASK_FAILED):
+            doc = await asyncio.to_thread(self._result, task.keys)
+            if doc is not None:
+                if await asyncio.to_thread(
+                    self.store.finish,
+                    row.id,
+                    row.attempts,
+                    doc.status,
+                    doc.to_json(),
+                    doc.error,
+                    doc.error_code,
+                ):
+                    log.info("task %s finished: %s", row.id, doc.status.value)
+                return
+        if self._stopping and reason is None:
             await asyncio.to_thread(
                 self.store.requeue, row.id, row.attempts, "service shutting down", count_attempt=False
             )
             log.info("task %s put back in the queue for the next start", row.id)
-        elif row.attempts >= self.settings.max_attempts:
-            await asyncio.to_thread(
-                self.store.fail,
-                row.id,
-                row.attempts,
-                f"the worker process died (exit code {returncode}; a crash or out of memory) "
-                f"{row.attempts} times; giving up after MAX_ATTEMPTS={self.settings.max_attempts}",
-                "worker_crashed",
-            )
-            log.error("task %s failed: worker died %d times", row.id, row.attempts)
+            return
+        _, progress = await asyncio.to_thread(records.load, self.objects, task.keys)
+        step = records.dying_step(progress)
+        timed_out = reason is not None and "JOB_TIMEOUT" in reason
+        if timed_out:
+            message = f"the {step.value} stage ran" if step else "the task ran"
+            message += f" longer than JOB_TIMEOUT ({self.settings.job_timeout} s) and was stopped"
+            await self._give_up(task, row.attempts, message, "timeout")
+            return
+        attempts = f"attempt {row.attempts} of MAX_ATTEMPTS={self.settings.max_attempts}"
+        message = (
+            f"{reason} during the {step.value if step else 'queued'} stage ({attempts})"
+            if reason
+            else describe_death(step=step, returncode=returncode, output=output, when=attempts)
+        )
+        if row.attempts >= self.settings.max_attempts:
+            code = "worker_crashed" if reason is None else "max_attempts_exceeded"
+            await self._give_up(task, row.attempts, message, code)
         else:
-            await asyncio.to_thread(
-                self.store.requeue, row.id, row.attempts, f"worker exited with code {returncode}"
+            await asyncio.to_thread(self.store.requeue, row.id, row.attempts, message)
+            log.warning(
+                "task %s: %s; requeued (the next attempt resumes after the last stage)", row.id, message
             )
-            log.warning("task %s: worker exited with code %s; requeued", row.id, returncode)
+
+    async def _give_up(self, task: RunnerTask, attempt: int, message: str, code: str) -> None:
+        doc = await asyncio.to_thread(
+            records.fail_after_death,
+            task,
+            self.objects,
+            error=message,
+            code=code,
+            pipeline_version=self.settings.pipeline_version,
+        )
+        await asyncio.to_thread(self.store.fail, task.task_id, attempt, message, code, doc.to_json())
+        log.error("task %s failed: %s", task.task_id, message)
+
+    def _result(self, keys: TaskKeys) -> ResultDocument | None:
+        try:
+            return ResultDocument.model_validate_json(self.objects.get_bytes(keys.result()))
+        except (ObjectNotFound, ValueError):
+            return None
+
+    def _record_history(self, task: RunnerTask, attempt: int) -> None:
+        """Copy the runner's step events of this attempt into the task store's audit trail."""
+        _, progress = records.load(self.objects, task.keys)
+        if progress is None:
+            return
+        lines = [
+            (e.attempt, f"step_{e.event}", e.step.value if e.step else e.detail, e.at.isoformat())
+            for e in progress.history
+            if e.attempt == attempt and e.event != "attempt"
+        ]
+        if lines:
+            self.store.add_events(task.task_id, lines)
 
     # --- cancel and expiry ------------------------------------------------------------------
     async def cancel(self, task_id: str) -> tuple[TaskRow, int] | None:
@@ -223,7 +301,7 @@ class LocalExecutor:
         return row, removed
 
     def _remove_files(self, task_id: str) -> int:
-        return sum(self.objects.delete_prefix(p) for p in task_prefixes(task_id))
+        return sum(self.objects.delete_prefix(p) for p in TaskKeys(task_id).prefixes)
 
     async def sweep_expired(self) -> int:
         before = datetime.now(UTC) - timedelta(seconds=self.settings.result_ttl)
@@ -244,7 +322,7 @@ class LocalExecutor:
                 continue
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(row.worker_pid)
-                if "maie.api.worker" in " ".join(proc.cmdline()) and row.id in proc.cmdline():
+                if WORKER_MODULE in " ".join(proc.cmdline()) and row.id in proc.cmdline():
                     log.warning("killing orphan worker pid %d of task %s", row.worker_pid, row.id)
                     proc.kill()
                     proc.wait(timeout=10)

@@ -15,17 +15,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from maie import checkpoint as records
 from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.bucket import BucketCreator
 from maie.api.schemas import CheckResult
+from maie.checkpoint import Progress
 from maie.contract import ResultDocument
 from maie.kube import Kube
 from maie.settings import Settings
-from maie.storage.base import ObjectNotFound, audio_key, result_key, results_prefix
+from maie.storage.base import ObjectNotFound, TaskKeys
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import (
     API_VERSION,
     KIND,
     LABEL_MANAGED_BY,
+    LABEL_PHASE,
     LABEL_TASK_ID,
     MANAGED_BY_API,
     DeletionPolicy,
@@ -35,6 +39,8 @@ from maie.transcription import (
     live_document,
     resource_name_for_task,
 )
+
+UNFINISHED = f"{LABEL_PHASE} notin ({Phase.SUCCEEDED.value},{Phase.FAILED.value})"
 
 # A resource with no status this long after creation means no operator is processing work.
 OPERATOR_GRACE = timedelta(seconds=60)
@@ -51,6 +57,7 @@ class KubernetesBackend:
         self._kube = kube
         self._store = store
         self._staging = Path(settings.data_dir) / "uploads"
+        self._bucket: BucketCreator | None = None
 
     @property
     def kube(self) -> Kube:
@@ -72,17 +79,20 @@ class KubernetesBackend:
         self._staging.mkdir(parents=True, exist_ok=True)
         for leftover in self._staging.glob("*.part"):
             leftover.unlink(missing_ok=True)
-        # A fresh MinIO has no bucket yet; a locked-down S3 may forbid creating one (health says so).
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.store.ensure_bucket)
+        # S3 (a fresh MinIO) often comes up after the API: create the bucket in the background,
+        # retrying until it answers; readiness stays red (the storage check) until then.
+        self._bucket = BucketCreator(self.store)
+        self._bucket.start()
 
     async def stop(self) -> None:
-        return None
+        if self._bucket is not None:
+            await self._bucket.stop()
 
     # --- submit ----------------------------------------------------------------------------
     async def submit(self, submission: Submission) -> None:
         task_id = submission.task_id
-        key = audio_key(task_id, submission.upload.extension)
+        keys = TaskKeys(task_id, self.namespace)
+        key = keys.audio(submission.upload.extension)
         await asyncio.to_thread(
             self.store.put_file, key, submission.upload.path, submission.upload.content_type
         )
@@ -110,7 +120,7 @@ class KubernetesBackend:
             await asyncio.to_thread(self.kube.create_transcription, self.namespace, body)
         except BaseException:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.delete_prefix, f"audio/{task_id}/")
+                await asyncio.to_thread(self.store.delete_prefix, keys.audio_prefix)
             raise
 
     # --- read --------------------------------------------------------------------------------
@@ -131,25 +141,36 @@ class KubernetesBackend:
         tx = await self._resource(task_id)
         if tx is None:
             return None
+        keys = TaskKeys(tx.task_id, tx.namespace)
         stored: ResultDocument | None = None
         if tx.status.result_uri or (tx.status.phase and tx.status.phase.finished):
             try:
-                data = await asyncio.to_thread(self.store.get_bytes, result_key(tx.task_id))
+                data = await asyncio.to_thread(self.store.get_bytes, keys.result())
                 stored = ResultDocument.model_validate_json(data)
             except ObjectNotFound:
                 stored = None
-        return live_document(tx, stored)
-
-    async def _list(self) -> list[Transcription]:
-        raws = await asyncio.to_thread(self.kube.list_transcriptions, [self.namespace])
-        out: list[Transcription] = []
-        for raw in raws:
-            with contextlib.suppress(ValueError):
-                out.append(Transcription.model_validate(raw))
-        return out
+        doc = live_document(tx, stored)
+        if stored is None and tx.status.phase is Phase.RUNNING:
+            # Fresher than the operator's copy in status: the runner's own progress.json.
+            progress = await asyncio.to_thread(records.read, self.store, keys.progress, Progress)
+            if progress is not None and not progress.stage.finished:
+                doc.status, doc.step, doc.progress = progress.stage, progress.step, round(progress.percent, 1)
+                doc.history, doc.attempts = progress.history, progress.attempt
+        return doc
 
     async def count_unfinished(self) -> int:
-        return sum(1 for tx in await self._list() if not (tx.status.phase and tx.status.phase.finished))
+        """Bounded: at most MAX_QUEUE_DEPTH + 1 resources are read (a selector on the operator's label)."""
+        raws = await asyncio.to_thread(
+            self.kube.list_transcriptions,
+            self.namespace,
+            label_selector=UNFINISHED,
+            limit=self.settings.max_queue_depth + 1,
+        )
+        unfinished = 0
+        for raw in raws:
+            phase = (raw.get("status") or {}).get("phase")
+            unfinished += phase not in (Phase.SUCCEEDED.value, Phase.FAILED.value)
+        return unfinished
 
     # --- cancel ------------------------------------------------------------------------------
     async def cancel(self, task_id: str) -> CancelOutcome | None:
@@ -161,7 +182,7 @@ class KubernetesBackend:
         # Deleting the resource stops the Job (the operator's finalizer); the files go now.
         await asyncio.to_thread(self.kube.delete_transcription, self.namespace, tx.name)
         removed = 0
-        for prefix in (f"audio/{tx.task_id}/", results_prefix(tx.task_id)):
+        for prefix in TaskKeys(tx.task_id, tx.namespace).prefixes:
             with contextlib.suppress(Exception):
                 removed += await asyncio.to_thread(self.store.delete_prefix, prefix)
         return CancelOutcome(
@@ -179,25 +200,24 @@ class KubernetesBackend:
             checks["storage"] = CheckResult(ok=True, detail=f"s3 writable: {self.store.uri('')}")
         except Exception as exc:
             checks["storage"] = CheckResult(ok=False, detail=f"s3 not writable: {exc}")
-        depth = running = 0
         try:
-            resources = await self._list()
+            depth = await self.count_unfinished()
+            # Resources the operator has not labelled yet: none should stay that way for long.
+            unseen_raws = await asyncio.to_thread(
+                self.kube.list_transcriptions, self.namespace, label_selector=f"!{LABEL_PHASE}", limit=50
+            )
             checks["kubernetes"] = CheckResult(ok=True, detail=f"Transcriptions readable in {self.namespace}")
         except Exception as exc:
             checks["kubernetes"] = CheckResult(ok=False, detail=f"Kubernetes API unreachable: {exc}")
             return BackendHealth(checks=checks, queue_depth=0, running=0)
         now = datetime.now(UTC)
         unseen = []
-        for tx in resources:
-            if not (tx.status.phase and tx.status.phase.finished):
-                depth += 1
-            if tx.status.phase is Phase.RUNNING:
-                running += 1
-            created = tx.metadata.get("creationTimestamp")
-            if tx.status.phase is None and created:
+        for raw in unseen_raws:
+            created = (raw.get("metadata") or {}).get("creationTimestamp")
+            if not (raw.get("status") or {}).get("phase") and created:
                 age = now - datetime.fromisoformat(str(created).replace("Z", "+00:00"))
                 if age > OPERATOR_GRACE:
-                    unseen.append(tx.name)
+                    unseen.append(str(raw["metadata"].get("name")))
         if unseen:
             checks["operator"] = CheckResult(
                 ok=False,
@@ -205,5 +225,7 @@ class KubernetesBackend:
                 f"(e.g. {unseen[0]}): is the operator running?",
             )
         else:
-            checks["operator"] = CheckResult(ok=True, detail=f"{depth} unfinished, {running} running")
-        return BackendHealth(checks=checks, queue_depth=depth, running=running)
+            checks["operator"] = CheckResult(
+                ok=True, detail=f"{depth} unfinished (counted up to MAX_QUEUE_DEPTH)"
+            )
+        return BackendHealth(checks=checks, queue_depth=depth, running=0)

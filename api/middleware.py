@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from maie.api.logging import request_id_var
+from maie.logs import request_id_var
 
 log = logging.getLogger("maie.api.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 
 from maie.api.app import api_key_location, create_app
-from maie.api.logging import setup_logging
+from maie.logs import setup_logging
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.server")

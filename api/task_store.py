@@ -4,9 +4,11 @@ Why SQLite: tasks must survive a kill of the service (the restart finishes them)
 write (the API claims tasks, workers report progress), and it needs no server. WAL mode and a busy
 timeout make the short writes of both sides safe.
 
-Every run of a task has an attempt number. A worker's writes are conditional on its attempt still
-being the current one, so a run that was superseded (requeued after a crash, cancelled) can never
-overwrite the task or finish it a second time.
+Only the executor (the queue owner) writes here: the worker process runs the one task runner, which
+reports through the task's objects (progress.json, result.json), exactly as a Kubernetes Job does.
+Every run of a task has an attempt number, and the executor's writes about a run are conditional on
+its attempt still being the current one, so a run that was superseded (requeued, cancelled) can
+never finish the task a second time.
 """
 
 from __future__ import annotations
@@ -156,11 +158,7 @@ class TaskStore:
                 raise
             db.execute("COMMIT")
 
-    # --- health --------------------------------------------------------------------------
-    def ping(self) -> None:
-        with self._connect() as db:
-            db.execute("SELECT 1 FROM tasks LIMIT 1").fetchall()
-
+    # --- executor bookkeeping ---------------------------------------------------------
     def set_meta(self, key: str, value: str) -> None:
         with self._connect() as db:
             db.execute(
@@ -298,33 +296,15 @@ class TaskStore:
                 )
         return bool(cur.rowcount)
 
-    def recover(self, max_attempts: int) -> tuple[list[str], list[str]]:
-        """After a restart: running tasks go back to the queue, or FAILED once out of attempts."""
-        requeued: list[str] = []
-        failed: list[str] = []
-        for row in self.list_state(RUNNING):
-            if row.attempts >= max_attempts:
-                if self.fail(
-                    row.id,
-                    row.attempts,
-                    f"the task was interrupted {row.attempts} times (service restarts or worker crashes); "
-                    f"giving up after {max_attempts} attempts",
-                    "max_attempts_exceeded",
-                ):
-                    failed.append(row.id)
-            elif self.requeue(row.id, row.attempts, "service restarted while the task was running"):
-                requeued.append(row.id)
-        return requeued, failed
-
-    # --- worker side ----------------------------------------------------------------------
-    def report_progress(self, task_id: str, attempt: int, status: TaskStatus, progress: float) -> bool:
+    def add_events(self, task_id: str, events: list[tuple[int, str, str | None, str]]) -> None:
+        """Append (attempt, kind, detail, at) lines to the audit trail (the runner's step history)."""
         with self._connect() as db:
-            cur = db.execute(
-                "UPDATE tasks SET status=?, progress=?, updated_at=? WHERE id=? AND attempts=? AND state=?",
-                (status.value, progress, now_iso(), task_id, attempt, RUNNING),
+            db.executemany(
+                "INSERT INTO events(task_id, attempt, kind, detail, at) VALUES(?,?,?,?,?)",
+                [(task_id, attempt, kind, detail, at) for attempt, kind, detail, at in events],
             )
-        return bool(cur.rowcount)
 
+    # --- results ---------------------------------------------------------------------
     def finish(
         self,
         task_id: str,
@@ -334,7 +314,7 @@ class TaskStore:
         error: str | None,
         error_code: str | None,
     ) -> bool:
-        """Store the final document; False when this attempt was superseded (it must not count)."""
+        """Store the runner's final document; False when this attempt was superseded (it must not count)."""
         ts = now_iso()
         with self._transaction() as db:
             cur = db.execute(

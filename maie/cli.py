@@ -131,13 +131,16 @@ def _build_request(
 
 
 def _progress_runner(run):  # type: ignore[no-untyped-def]
-    """Run `run(callback)` under a rich progress bar with one line per stage."""
+    """Run `run(observer)` under a rich progress bar with one line per step."""
     from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from maie.contract import Step
+
     labels = {
-        TaskStatus.PREPROCESSING: "Preprocess",
-        TaskStatus.PROCESSING_ASR: "Transcribe",
-        TaskStatus.PROCESSING_LLM: "LLM stages",
+        Step.PREPROCESSING: "Preprocess",
+        Step.ASR: "Transcribe",
+        Step.ENHANCEMENT: "Enhance",
+        Step.SUMMARY: "Summarize",
     }
     with Progress(
         TextColumn("{task.description:<11}"),
@@ -148,20 +151,14 @@ def _progress_runner(run):  # type: ignore[no-untyped-def]
         transient=False,
         disable=not console.is_terminal and not _force_progress(),
     ) as bar:
-        tasks: dict[TaskStatus, TaskID] = {}
+        tasks: dict[Step, TaskID] = {}
 
-        def callback(stage: TaskStatus, fraction: float) -> None:
-            if stage.finished:
-                for t in tasks.values():
-                    bar.update(t, completed=100)
-                return
-            if stage not in tasks:
-                for t in tasks.values():
-                    bar.update(t, completed=100)
-                tasks[stage] = bar.add_task(labels.get(stage, stage.value), total=100)
-            bar.update(tasks[stage], completed=max(0.0, min(100.0, 100.0 * fraction)))
+        def observer(update) -> None:  # type: ignore[no-untyped-def]
+            if update.step not in tasks:
+                tasks[update.step] = bar.add_task(labels[update.step], total=100)
+            bar.update(tasks[update.step], completed=max(0.0, min(100.0, 100.0 * update.fraction)))
 
-        return run(callback)
+        return run(observer)
 
 
 def _force_progress() -> bool:
@@ -215,14 +212,9 @@ def transcribe(
     settings = get_settings()
     task_id = str(uuid.uuid4())
 
-    def run(callback):  # type: ignore[no-untyped-def]
+    def run(observer):  # type: ignore[no-untyped-def]
         return run_pipeline(
-            audio,
-            request,
-            settings=settings,
-            task_id=task_id,
-            stage_progress=callback,
-            work_dir=output_dir,
+            audio, request, settings=settings, task_id=task_id, observer=observer, work_dir=output_dir
         )
 
     doc, exports = _progress_runner(run)
@@ -238,7 +230,8 @@ def summarize(
     **options: Any,
 ) -> None:
     """Run the LLM stages on a transcript you already have (--enhancement auto = never here)."""
-    from maie.runner.pipeline import run_text_pipeline
+    from maie.checkpoint import Checkpoint
+    from maie.runner.pipeline import run_pipeline
     from maie.settings import get_settings
 
     if not transcript.is_file():
@@ -254,13 +247,12 @@ def summarize(
     request = _build_request(features, template, options)
     settings = get_settings()
 
-    def run(callback):  # type: ignore[no-untyped-def]
-        return run_text_pipeline(
-            text,
-            request,
-            settings=settings,
-            task_id=str(uuid.uuid4()),
-            stage_progress=callback,
+    task_id = str(uuid.uuid4())
+    given = Checkpoint(task_id=task_id, text_input=" ".join(text.split()))
+
+    def run(observer):  # type: ignore[no-untyped-def]
+        return run_pipeline(
+            None, request, settings=settings, task_id=task_id, checkpoint=given, observer=observer
         )
 
     doc, exports = _progress_runner(run)
@@ -327,14 +319,11 @@ def operator_cmd(
 
 
 @app.command("run-task")
-def run_task(
-    name: Annotated[str, typer.Argument(help="Transcription resource name.")],
-    namespace: Annotated[str, typer.Option(help="Its namespace.")] = "default",
-) -> None:
-    """Run one Transcription's pipeline (the runner Job's entrypoint)."""
-    from maie.runner.run_task import main as run_task_main
+def run_task() -> None:
+    """Run one task (the runner Job's entrypoint): the task is in MAIE_TASK, storage is S3."""
+    from maie.runner.task import main as run_task_main
 
-    sys.exit(run_task_main(name=name, namespace=namespace))
+    sys.exit(run_task_main([]))
 
 
 def main() -> None:

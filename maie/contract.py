@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from maie.settings import AsrBackendName, EnhancementMode, LlmBackendName
+from maie.storage.base import TaskKeys
 
 
 def utcnow() -> datetime:
@@ -42,6 +43,30 @@ class Feature(StrEnum):
 
 
 DEFAULT_FEATURES: tuple[Feature, ...] = (Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY)
+
+
+class Step(StrEnum):
+    """The pipeline's steps, finer than the stage (PROCESSING_LLM is enhancement, then summary)."""
+
+    PREPROCESSING = "preprocessing"
+    ASR = "asr"
+    ENHANCEMENT = "enhancement"
+    SUMMARY = "summary"
+
+    @property
+    def stage(self) -> TaskStatus:
+        return {
+            Step.PREPROCESSING: TaskStatus.PREPROCESSING,
+            Step.ASR: TaskStatus.PROCESSING_ASR,
+        }.get(self, TaskStatus.PROCESSING_LLM)
+
+    @property
+    def runtime(self) -> str:
+        """Whose native code runs in this step (what a crash report names)."""
+        return {
+            Step.PREPROCESSING: "the audio decoder (FFmpeg)",
+            Step.ASR: "the ASR runtime",
+        }.get(self, "the LLM runtime")
 
 
 # --------------------------------------------------------------------------------------
@@ -180,6 +205,25 @@ class TaskRequest(BaseModel):
         return self
 
 
+class RunnerTask(BaseModel):
+    """One task as the runner is given it, whichever queue it came from (embedded executor, Job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    namespace: str | None = Field(None, description="Tenant (Kubernetes namespace); None in embedded mode.")
+    request: TaskRequest
+    audio: str = Field(
+        max_length=2048, description="A key in the task's object store, s3://bucket/key, or an http(s) URL."
+    )
+    submitted_at: datetime | None = None
+    request_id: str | None = None
+
+    @property
+    def keys(self) -> TaskKeys:
+        return TaskKeys(self.task_id, self.namespace)
+
+
 # --------------------------------------------------------------------------------------
 # What a task produces
 # --------------------------------------------------------------------------------------
@@ -268,12 +312,23 @@ class Results(BaseModel):
     language: str | None = None
 
 
+class StageEvent(BaseModel):
+    """One line of a task's history: an attempt began, a step started, finished or was resumed."""
+
+    attempt: int
+    event: Literal["attempt", "started", "finished", "resumed", "failed"]
+    step: Step | None = None
+    at: datetime = Field(default_factory=utcnow)
+    detail: str | None = None
+
+
 class ResultDocument(BaseModel):
     """result.json, the runner's output and the API's status response."""
 
     task_id: str
     status: TaskStatus
     progress: float | None = Field(None, ge=0, le=100, description="Percent, while running.")
+    step: Step | None = Field(None, description="The step running now (finer than status).")
     submitted_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -285,6 +340,11 @@ class ResultDocument(BaseModel):
     exports: dict[str, str] = Field(default_factory=dict, description="Export name → file/key.")
     error: str | None = None
     error_code: str | None = None
+    attempts: int | None = Field(None, description="Runs of the task so far (a crash starts another).")
+    history: list[StageEvent] = Field(
+        default_factory=list,
+        description="Every attempt's steps: started, finished, resumed from a checkpoint.",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=False)

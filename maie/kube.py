@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from maie.transcription import GROUP, LABEL_MANAGED_BY, LABEL_TRANSCRIPTION, MANAGED_BY, PLURAL, VERSION
+from maie.transcription import GROUP, PLURAL, VERSION
 
 Body = dict[str, Any]
 
@@ -53,17 +52,27 @@ class Kube:
                 return None
             raise
 
-    def list_transcriptions(self, namespaces: Iterable[str] = ()) -> list[Body]:
-        """All Transcriptions in the namespaces (every namespace when none are given)."""
-        names = list(namespaces)
-        if not names:
-            listing = cast(Body, self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))
-            return [dict(item) for item in listing.get("items", [])]
-        items: list[Body] = []
-        for ns in names:
-            listing = cast(Body, self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL))
-            items.extend(dict(item) for item in listing.get("items", []))
-        return items
+    def list_transcriptions(self, namespace: str, *, label_selector: str = "", limit: int = 0) -> list[Body]:
+        """Transcriptions in a namespace: a bounded page when `limit` is set (never the whole cluster)."""
+        listing = cast(
+            Body,
+            self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, label_selector=label_selector, limit=limit or None
+            ),
+        )
+        return [dict(item) for item in listing.get("items", [])]
+
+    def label_transcription(self, namespace: str, name: str, labels: dict[str, str]) -> bool:
+        """Merge-patch metadata.labels (what lets the API count unfinished tasks by selector)."""
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"labels": labels}}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def create_transcription(self, namespace: str, body: Body) -> bool:
         """Create; False when it already exists (a retried submission), never a second resource."""
@@ -109,26 +118,6 @@ class Kube:
             raise
         return True
 
-    def list_runner_jobs(self, namespaces: Iterable[str] = ()) -> list[Body]:
-        """Jobs this operator made; the label filter is also applied here (not every server does)."""
-        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        names = list(namespaces)
-        responses: list[Any] = (
-            [
-                self.batch.list_namespaced_job(ns, label_selector=selector, _preload_content=False)
-                for ns in names
-            ]
-            if names
-            else [self.batch.list_job_for_all_namespaces(label_selector=selector, _preload_content=False)]
-        )
-        jobs: list[Body] = []
-        for response in responses:
-            for item in json.loads(response.data).get("items", []):
-                labels = item.get("metadata", {}).get("labels") or {}
-                if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and LABEL_TRANSCRIPTION in labels:
-                    jobs.append(item)
-        return jobs
-
     def get_job(self, namespace: str, name: str) -> Body | None:
         try:
             response: Any = self.batch.read_namespaced_job(name, namespace, _preload_content=False)
@@ -147,7 +136,3 @@ class Kube:
                 return False
             raise
         return True
-
-    def check(self, namespace: str) -> None:
-        """Raise if the API server cannot be reached or Transcriptions cannot be listed (health)."""
-        self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, limit=1)

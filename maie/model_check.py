@@ -56,14 +56,20 @@ def _llm_tasks(settings: Settings, request: TaskRequest, asr_punctuates: bool) -
     return tasks
 
 
-def missing_models(settings: Settings, request: TaskRequest | None = None) -> list[MissingModel]:
-    """Every model the task (default: the deployment's defaults with a summary) needs and lacks."""
+def missing_models(
+    settings: Settings, request: TaskRequest | None = None, *, asr_done: bool = False
+) -> list[MissingModel]:
+    """Every model the task (default: the deployment's defaults with a summary) needs and lacks.
+
+    `asr_done`: the transcript is already in the task's checkpoint, so the ASR model is not needed."""
     request = request or TaskRequest(template_id="generic")
     missing: list[MissingModel] = []
 
     backend, name, punctuates = _asr_needs(settings, request)
     try:
-        if backend == "chunkformer":
+        if asr_done:
+            pass
+        elif backend == "chunkformer":
             check_chunkformer_dir(resolve_model_dir(name, settings, "asr"))
         else:
             resolve_whisper_model(name, settings)
@@ -102,9 +108,9 @@ def missing_models(settings: Settings, request: TaskRequest | None = None) -> li
     return missing
 
 
-def require_models(settings: Settings, request: TaskRequest | None = None) -> None:
+def require_models(settings: Settings, request: TaskRequest | None = None, *, asr_done: bool = False) -> None:
     """Raise ModelNotFoundError naming every missing model path and how to get it."""
-    missing = missing_models(settings, request)
+    missing = missing_models(settings, request, asr_done=asr_done)
     if missing:
         lines = "\n".join(m.line() for m in missing)
         raise ModelNotFoundError(

@@ -16,12 +16,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The backend names, declared once: the request's options, the settings, the CRD, the API's form,
 # the runner's registries (runner/asr, runner/llm) and the catalog (maie/catalog.py) all take
-# them from here (tests/backends/test_model_catalog.py checks the registries and catalog agree).
+# them from here (tests/test_options.py checks the registries and catalog agree).
 AsrBackendName = Literal["whisper", "chunkformer"]
 LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
 EnhancementMode = Literal["auto", "always", "never"]
 ASR_BACKEND_NAMES: tuple[str, ...] = get_args(AsrBackendName)
 LLM_BACKEND_NAMES: tuple[str, ...] = get_args(LlmBackendName)
+# What a Transcription may override per resource when the operator allows it (its spec.job fields,
+# camelCase as on the wire, and queueName = the resource's kueue.x-k8s.io/queue-name label).
+JobOverrideName = Literal[
+    "gpuCount",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "ttlSecondsAfterFinished",
+    "nodeSelector",
+    "tolerations",
+    "runtimeClassName",
+    "priorityClassName",
+    "resources",
+    "queueName",
+]
 
 # The project root (for the shipped templates/ folder when running from a checkout).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +207,11 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = Field(None, description="S3 secret key.")
     s3_secure: bool = Field(False, description="Use TLS to reach S3.")
     s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_allowed_audio_buckets: list[str] = Field(
+        default_factory=list,
+        description="Other buckets an s3:// audio URI may name (JSON list). In S3_BUCKET itself audio is "
+        "read only from the task's own audio/{namespace}/ prefix.",
+    )
 
     # --- kubernetes mode ----------------------------------------------------------------
     namespace: str = Field("default", description="Namespace where the API creates Transcriptions.")
@@ -223,7 +242,10 @@ class Settings(BaseSettings):
         "IfNotPresent", description="Runner image pull policy."
     )
     operator_image_pull_secrets: list[str] = Field(default_factory=list, description="Pull secret names.")
-    operator_service_account: str = Field("maie-runner", description="Runner Jobs' service account.")
+    operator_service_account: str = Field(
+        "maie-runner",
+        description="Runner Jobs' service account (no token is mounted: for cloud IAM bindings only).",
+    )
     operator_gpu_count: int = Field(1, ge=0, le=8, description="GPUs per runner Job; 0 = CPU cluster.")
     operator_gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource name of a GPU.")
     operator_node_selector: dict[str, str] = Field(default_factory=dict, description="Runner nodeSelector.")
@@ -238,11 +260,31 @@ class Settings(BaseSettings):
     operator_ttl_seconds_after_finished: int = Field(
         3600, ge=0, description="Finished Jobs are removed after this (status is copied first)."
     )
+    operator_pending_timeout: int = Field(
+        21600,
+        ge=0,
+        description="Seconds a runner Job may spend waiting to be scheduled (a GPU node) on top of its "
+        "runs; each run is limited by JOB_TIMEOUT from its pod's start.",
+    )
+    operator_image_pull_grace: int = Field(
+        300, ge=0, description="Seconds an image pull may keep failing before the task fails."
+    )
+    operator_runner_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces provisioned for runner Jobs (their S3 Secret and ConfigMap); empty = the "
+        "watched namespaces. A Transcription elsewhere is refused at once.",
+    )
+    operator_namespace: str = Field(
+        "default", description="Namespace of the operator itself (its leader-election Lease)."
+    )
+    operator_lease_seconds: float = Field(
+        15.0, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
+    )
     operator_max_concurrent_jobs: int = Field(
         4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."
     )
     operator_queue_retry_seconds: float = Field(
-        10.0, gt=0, description="How often a Queued resource retries."
+        10.0, gt=0, description="How often the queue is checked for free slots (besides Job events)."
     )
     operator_deletion_policy: Literal["Delete", "DeleteAudio", "Retain"] = Field(
         "Delete", description="What deleting a Transcription removes from S3 (its audio/ and results/)."
@@ -257,10 +299,24 @@ class Settings(BaseSettings):
     operator_models_host_path: str | None = Field(None, description="hostPath with the models (no PVC).")
     operator_runner_models_dir: str = Field("/models", description="MODELS_DIR inside runner Jobs.")
     runner_status_interval: float = Field(
-        5.0, gt=0, description="Seconds between the runner's progress patches (stage changes go at once)."
+        5.0,
+        gt=0,
+        description="Seconds between the runner's progress writes (step changes are written at once).",
     )
     operator_gc_interval: float = Field(
         300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."
+    )
+    operator_allowed_job_overrides: list[JobOverrideName] = Field(
+        default_factory=list,
+        description="spec.job fields (camelCase) a Transcription may set freely, plus queueName (its "
+        "kueue.x-k8s.io/queue-name label). Others are refused, except gpuCount, activeDeadlineSeconds, "
+        "backoffLimit and ttlSecondsAfterFinished at or below the operator's own values. Empty = no "
+        "per-resource scheduling overrides.",
+    )
+    operator_kueue_queue_name: str | None = Field(
+        None,
+        description="Kueue LocalQueue of runner Jobs: set as label kueue.x-k8s.io/queue-name and the Job "
+        "is created suspended (Kueue admits it). Unset = no Kueue.",
     )
 
     @field_validator("asr_language", mode="before")
@@ -281,12 +337,6 @@ class Settings(BaseSettings):
     def cache_path(self) -> Path:
         assert self.cache_dir is not None
         return self.cache_dir
-
-    def template_schema_path(self, template_id: str) -> Path:
-        return self.templates_dir / f"{template_id}.json"
-
-    def prompt_path(self, name: str) -> Path:
-        return self.templates_dir / "prompts" / f"{name}.jinja"
 
 
 @lru_cache(maxsize=1)

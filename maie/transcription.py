@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -34,6 +34,8 @@ from maie.contract import (
     Feature,
     LlmOptions,
     ResultDocument,
+    RunnerTask,
+    Step,
     TaskRequest,
     TaskStatus,
     utcnow,
@@ -53,12 +55,8 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "maie-operator"
 MANAGED_BY_API = "maie-api"  # on Transcriptions the API made: they expire after RESULT_TTL
-
-# Runner exit codes: the Job's podFailurePolicy fails the Job at once on TASK_FAILED (bad input,
-# missing model: retrying cannot help) and lets the Job's backoff retry on anything else.
-EXIT_OK = 0
-EXIT_RETRYABLE = 1
-EXIT_TASK_FAILED = 2
+LABEL_PHASE = "maie.io/phase"  # on Transcriptions: lets the API count unfinished ones by selector
+ANNOTATION_UID = "maie.io/transcription-uid"  # on runner Jobs and pods: which resource, not only its name
 
 _DNS_LABEL = re.compile(r"[^a-z0-9-]+")
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -89,7 +87,7 @@ class ConditionType(StrEnum):
 class DeletionPolicy(StrEnum):
     """What the finalizer removes from object storage when the resource is deleted."""
 
-    DELETE = "Delete"  # audio/{id}/ and results/{id}/
+    DELETE = "Delete"  # audio/{ns}/{id}/ and results/{ns}/{id}/
     DELETE_AUDIO = "DeleteAudio"  # only the uploaded audio; results stay
     RETAIN = "Retain"
 
@@ -301,6 +299,7 @@ class TranscriptionStatus(_Camel):
 
     phase: Phase | None = None
     stage: TaskStatus | None = None
+    step: Step | None = Field(None, description="The pipeline step running now (finer than stage).")
     progress: float | None = Field(None, ge=0, le=100)
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
@@ -316,6 +315,9 @@ class TranscriptionStatus(_Camel):
     exports: dict[str, str] | None = None
     error: str | None = None
     error_code: str | None = None
+    last_failure: str | None = Field(
+        None, description="How the last failed attempt ended (the next one resumes after its last stage)."
+    )
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -409,35 +411,6 @@ def job_name_for(resource_name: str) -> str:
     return dns_label(f"{resource_name}-run")
 
 
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """s3://bucket/key → (bucket, key)."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise ValueError(f"s3 URI needs a bucket and a key: {uri}")
-    return bucket, key
-
-
-def status_from_document(doc: ResultDocument, *, result_uri: str | None) -> TranscriptionStatus:
-    """What the runner copies from result.json into status when a task ends."""
-    phase = Phase.SUCCEEDED if doc.status is TaskStatus.COMPLETE else Phase.FAILED
-    return TranscriptionStatus(
-        phase=phase,
-        stage=doc.status,
-        progress=100.0 if phase is Phase.SUCCEEDED else None,
-        task_id=doc.task_id,
-        started_at=doc.started_at,
-        completed_at=doc.completed_at or datetime.now(UTC),
-        versions=doc.versions.model_dump(mode="json") if doc.versions else None,
-        metrics=StatusMetrics.model_validate(doc.metrics.model_dump(by_alias=False)) if doc.metrics else None,
-        result_uri=result_uri,
-        exports=dict(doc.exports) or None,
-        error=doc.error,
-        error_code=doc.error_code,
-    )
-
-
 def live_document(resource: Transcription, stored: ResultDocument | None = None) -> ResultDocument:
     """The API's view of a task: the stored result.json when there is one, else the live status."""
     status = resource.status
@@ -451,11 +424,25 @@ def live_document(resource: Transcription, stored: ResultDocument | None = None)
     return ResultDocument(
         task_id=resource.task_id,
         status=stage,
+        step=status.step,
         progress=status.progress,
         submitted_at=status.submitted_at,
         started_at=status.started_at,
         completed_at=status.completed_at,
         request=resource.spec.to_task_request(),
-        error=status.error,
+        error=status.error or status.last_failure,
         error_code=status.error_code,
+        attempts=status.attempts,
+    )
+
+
+def runner_task(resource: Transcription) -> RunnerTask:
+    """The task the resource's runner Job is given (in its MAIE_TASK environment variable)."""
+    return RunnerTask(
+        task_id=resource.task_id,
+        namespace=resource.namespace,
+        request=resource.spec.to_task_request(),
+        audio=resource.spec.audio.uri,
+        submitted_at=resource.status.submitted_at,
+        request_id=(resource.metadata.get("annotations") or {}).get("maie.io/request-id"),
     )

@@ -1,33 +1,54 @@
-"""kopf handlers: Transcription → one runner Job; Job and pod state → the Transcription's status.
+"""kopf handlers: Transcription → one runner Job; the Job, its pod and the runner's progress → status.
 
-Every handler is idempotent (kopf may replay events, a restarted operator sees everything again):
-the Job name is derived from the resource, a 409 on create is success, and status is patched as a
-diff of what is observed. Status goes through the status subresource with our own client rather
-than kopf's `patch`, because one handler may update several resources (admitting queued ones).
+The operator owns the queue and is the one writer of a Transcription's status. The runner has no
+Kubernetes credentials: it reports through its task's objects in S3 (progress.json while it runs,
+result.json at the end, checkpoint.json after each stage), and the operator copies them in.
+
+Admission works from an in-memory view fed by the watch streams (two kopf indices: Transcriptions,
+and runner Jobs by owner) — never by listing resources — and runs when a resource arrives, when a
+Job finishes or disappears, when a resource is deleted, and on a timer as a safety net. Waiting
+posts no Events and logs no errors. Errors are per resource: a Job the API server refuses fails that
+resource alone, and the queue goes on.
+
+Every handler is idempotent (kopf replays events; a restarted operator sees everything again): Job
+names are derived from the resource, a 409 on create is success, Jobs and pods are matched to their
+resource by uid, and status is patched as a diff of what is observed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
+from maie import checkpoint as records
+from maie.checkpoint import Progress
+from maie.contract import ResultDocument, TaskStatus
 from maie.kube import Kube
 from maie.operator import status as st
-from maie.operator.jobs import build_job
+from maie.operator.jobs import OverrideNotAllowed, build_job, refused_overrides
 from maie.settings import Settings
-from maie.storage.base import results_prefix
+from maie.storage.access import AudioAccessError, check_audio_location
+from maie.storage.base import ObjectNotFound, TaskKeys
+from maie.storage.s3 import S3ObjectStore
 from maie.transcription import (
+    ANNOTATION_UID,
     API_VERSION,
     GROUP,
     KIND,
     LABEL_MANAGED_BY,
+    LABEL_PHASE,
     LABEL_TRANSCRIPTION,
     MANAGED_BY,
     MANAGED_BY_API,
@@ -38,21 +59,51 @@ from maie.transcription import (
     Transcription,
     TranscriptionStatus,
     job_name_for,
-    parse_s3_uri,
+    runner_task,
 )
 
 log = logging.getLogger("maie.operator")
 
+PENDING_FORGET_SECONDS = 120.0  # a created Job the watch never showed is forgotten after this
+
+Key = tuple[str, str]  # (namespace, resource name)
+
+
+@dataclass(frozen=True)
+class TxEntry:
+    """What admission needs of a Transcription (the `transcriptions` index)."""
+
+    namespace: str
+    name: str
+    uid: str
+    phase: str | None
+    created: str
+    submitted: str
+    task_id: str
+    deleting: bool
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    """A runner Job (the `runner_jobs` index, keyed by its owner)."""
+
+    name: str
+    owner_uid: str
+    finished: bool
+
 
 @dataclass
 class Context:
-    """What the handlers share: settings, the client, the watched namespaces, the admission lock."""
+    """What the handlers share: settings, the clients, and the Jobs created but not yet watched."""
 
     settings: Settings
     namespaces: list[str]
     kube: Kube | None = None
-    admission: threading.Lock = field(default_factory=threading.Lock)
-    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    store: S3ObjectStore | None = None
+    pending: dict[Key, float] = field(default_factory=dict)
+    queue_task: asyncio.Task[None] | None = None
+    _admission: asyncio.Lock | None = None
+    _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -60,6 +111,18 @@ class Context:
         if self.kube is None:
             self.kube = Kube()
         return self.kube
+
+    @property
+    def objects(self) -> S3ObjectStore:
+        if self.store is None:
+            self.store = S3ObjectStore.from_settings(self.settings)
+        return self.store
+
+    @property
+    def admission(self) -> asyncio.Lock:
+        if self._admission is None:
+            self._admission = asyncio.Lock()
+        return self._admission
 
     def lock_for(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -73,190 +136,427 @@ class Context:
 Change = Callable[[Transcription], tuple[TranscriptionStatus, list[st.Event]]]
 
 
-def update(ctx: Context, namespace: str, name: str, change: Change) -> Transcription | None:
+def update(
+    ctx: Context, namespace: str, name: str, change: Change, *, uid: str | None = None
+) -> Transcription | None:
     """Read the resource fresh, apply `change` to its status, patch the difference, post Events.
 
-    Job, pod and resource handlers run in parallel threads and the bodies they are given may be
-    stale, so every status change is a read-modify-write under a per-resource lock. Lock order is
-    admission lock, then resource lock — never the reverse. Returns the resource as it was read.
-    """
+    Handlers run in parallel threads and the bodies they are given may be stale, so every status
+    change is a read-modify-write under a per-resource lock. With `uid`, a resource of the same name
+    but another uid (deleted and made again) is left alone. Returns the resource as it was read."""
     with ctx.lock_for(namespace, name):
         raw = ctx.api.get_transcription(namespace, name)
         if raw is None:
             return None
         tx = Transcription.model_validate(raw)
+        if uid is not None and str(tx.metadata.get("uid") or "") != uid:
+            return None
         new, events = change(tx)
-        _patch(ctx, tx, tx.status, new)
+        patch = st.status_patch(tx.status, new)
+        if patch:
+            ctx.api.patch_transcription_status(namespace, name, patch)
+        if new.phase is not None and new.phase != tx.status.phase:
+            ctx.api.label_transcription(namespace, name, {LABEL_PHASE: new.phase.value})
     _post(raw, events)
     return tx
 
 
-def _ref(tx: dict[str, Any]) -> dict[str, Any]:
+def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
     meta = tx.get("metadata") or {}
-    return {
+    ref = {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
     }
-
-
-def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
     for event in events:
         # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
-        kopf.event(_ref(tx), type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
+        kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
 
 
-def _patch(ctx: Context, tx: Transcription, old: TranscriptionStatus, new: TranscriptionStatus) -> None:
-    patch = st.status_patch(old, new)
-    if patch:
-        ctx.api.patch_transcription_status(tx.namespace, tx.name, patch)
-
-
-def _owner_name(obj: dict[str, Any]) -> str | None:
+def _owner(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(name, uid) of the Transcription a Job (owner reference) or a pod (annotations) belongs to."""
     meta = obj.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == KIND and ref.get("controller"):
-            return str(ref["name"])
-    return (meta.get("annotations") or {}).get(LABEL_TRANSCRIPTION) or (meta.get("labels") or {}).get(
-        LABEL_TRANSCRIPTION
-    )
+            return str(ref["name"]), str(ref.get("uid") or "") or None
+    annotations = meta.get("annotations") or {}
+    return annotations.get(LABEL_TRANSCRIPTION), annotations.get(ANNOTATION_UID)
 
 
-def _queue_key(tx: Transcription) -> tuple[str, str, str]:
-    created = str(tx.metadata.get("creationTimestamp") or "")
-    submitted = tx.status.submitted_at.isoformat() if tx.status.submitted_at else "~"
-    return created, submitted, tx.name
+def _api_message(exc: ApiException) -> str:
+    with contextlib.suppress(ValueError, TypeError):
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    return str(exc.reason)
 
 
-def admit(ctx: Context) -> set[tuple[str, str]]:
-    """Start runner Jobs for the oldest Queued resources while fewer than the cap are running.
+# --------------------------------------------------------------------------------------
+# admission
+# --------------------------------------------------------------------------------------
+def _start_job(ctx: Context, entry: TxEntry) -> bool | None:
+    """Create the runner Job of one queued resource. True: done with it (started or refused);
+    None: the API server is in trouble (try later)."""
+    raw = ctx.api.get_transcription(entry.namespace, entry.name)
+    if raw is None:
+        return True
+    tx = Transcription.model_validate(raw)
+    if tx.status.phase is not Phase.QUEUED or tx.metadata.get("deletionTimestamp"):
+        return True
+    try:
+        job = build_job(tx, ctx.settings)
+    except OverrideNotAllowed as exc:  # allowed when it queued; the settings changed since
+        refusal = exc.message
+        update(ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, refusal), []), uid=entry.uid)
+        return True
+    job_name = job["metadata"]["name"]
+    try:
+        created = ctx.api.create_job(tx.namespace, job)
+    except ApiException as exc:
+        if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (409, 429):
+            message = f"the API server refused the runner Job ({exc.status}): {_api_message(exc)}"
+            log.warning("%s/%s: %s", tx.namespace, tx.name, message)
+            update(
+                ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, message), []), uid=entry.uid
+            )
+            return True
+        log.warning("could not create the Job of %s/%s yet: %s", tx.namespace, tx.name, exc.reason)
+        return None
+    events = [st.Event("Normal", "JobCreated", f"runner Job {job_name}")] if created else []
+    update(ctx, tx.namespace, tx.name, lambda t: (st.job_created(t.status, job_name), events), uid=entry.uid)
+    return True
 
-    Returns (namespace, name) of every resource that has a Job. Serialised by a lock: handlers of
-    different resources run in parallel threads, and two of them must not both take the last slot.
-    """
-    with ctx.admission:
-        jobs = ctx.api.list_runner_jobs(ctx.namespaces)
-        with_job = {(j["metadata"].get("namespace"), _owner_name(j)) for j in jobs}
-        active = sum(1 for j in jobs if not st.job_finished(j))
-        free = ctx.settings.operator_max_concurrent_jobs - active
+
+async def admit(
+    ctx: Context, transcriptions: kopf.Index[Key, TxEntry], runner_jobs: kopf.Index[Key, JobEntry]
+) -> None:
+    """Start runner Jobs for the oldest Queued resources while fewer than the cap run.
+
+    Reads only the indices (and the Jobs created since the watch last spoke), in the event loop, so
+    no listing and no race with the watch; one admission at a time, so two cannot take one slot."""
+    async with ctx.admission:
+        now = time.monotonic()
+        jobs = {key: list(store) for key, store in runner_jobs.items()}
+        for key in [k for k, t in ctx.pending.items() if k in jobs or now - t > PENDING_FORGET_SECONDS]:
+            del ctx.pending[key]
+        holders = {k for k, entries in jobs.items() if any(not j.finished for j in entries)} | set(
+            ctx.pending
+        )
+        free = ctx.settings.operator_max_concurrent_jobs - len(holders)
         if free <= 0:
-            return {(ns, n) for ns, n in with_job if n}
-        waiting: list[Transcription] = []
-        for body in ctx.api.list_transcriptions(ctx.namespaces):
-            try:
-                tx = Transcription.model_validate(body)
-            except ValidationError:
-                continue
-            deleting = bool(tx.metadata.get("deletionTimestamp"))
-            if tx.status.phase is Phase.QUEUED and not deleting and (tx.namespace, tx.name) not in with_job:
-                waiting.append(tx)
-        for tx in sorted(waiting, key=_queue_key)[:free]:
-            job = build_job(tx, ctx.settings)
-            job_name = job["metadata"]["name"]
-            created = ctx.api.create_job(tx.namespace, job)
-            update(ctx, tx.namespace, tx.name, _job_created_change(job_name, created))
-            with_job.add((tx.namespace, tx.name))
-        return {(ns, n) for ns, n in with_job if n}
+            return
+        waiting = sorted(
+            (
+                e
+                for key, store in transcriptions.items()
+                for e in store
+                if e.phase == Phase.QUEUED.value
+                and not e.deleting
+                and key not in jobs
+                and key not in ctx.pending
+            ),
+            key=lambda e: (e.created, e.submitted, e.name),
+        )
+        for entry in waiting[:free]:
+            outcome = await asyncio.to_thread(_start_job, ctx, entry)
+            if outcome is None:
+                return
+            ctx.pending[(entry.namespace, entry.name)] = time.monotonic()
 
 
-def _job_created_change(job_name: str, created: bool) -> Change:
-    def change(tx: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
-        events = [st.Event("Normal", "JobCreated", f"runner Job {job_name}")] if created else []
-        return st.job_created(tx.status, job_name), events
+def _admission_problem(
+    ctx: Context, tx: Transcription, transcriptions: kopf.Index[Key, TxEntry]
+) -> tuple[str, str, str] | None:
+    """(reason, code, message) when this resource must be refused before it queues."""
+    provisioned = ctx.settings.operator_runner_namespaces or ctx.namespaces
+    if provisioned and tx.namespace not in provisioned:
+        return (
+            "NamespaceNotProvisioned",
+            "namespace_not_provisioned",
+            f"namespace {tx.namespace} is not provisioned for MAIE runner Jobs (no runner Secret or "
+            f"ConfigMap there); provisioned: {', '.join(provisioned)}",
+        )
+    refused = refused_overrides(tx, ctx.settings)
+    if refused:
+        exc = OverrideNotAllowed(refused, list(ctx.settings.operator_allowed_job_overrides))
+        return exc.reason, exc.code, exc.message
+    try:
+        check_audio_location(tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings)
+    except AudioAccessError as exc:
+        return "AudioNotAllowed", exc.code, exc.message
+    except ValueError as exc:  # a task id that cannot be an object-key segment
+        return "InvalidSpec", "invalid_spec", str(exc)
+    mine = (str(tx.metadata.get("creationTimestamp") or ""), tx.name)
+    for store in transcriptions.values():
+        for e in store:
+            if (
+                e.namespace == tx.namespace
+                and e.task_id == tx.task_id
+                and e.name != tx.name
+                and (e.created, e.name) < mine
+            ):
+                return (
+                    "DuplicateTaskId",
+                    "duplicate_task_id",
+                    f"task id {tx.task_id} is already used by Transcription {e.name} in this namespace",
+                )
+    return None
 
-    return change
+
+# --------------------------------------------------------------------------------------
+# the end of a Job: read what the runner left, or write what its death leaves
+# --------------------------------------------------------------------------------------
+def _result(ctx: Context, keys: TaskKeys) -> ResultDocument | None:
+    try:
+        return ResultDocument.model_validate_json(ctx.objects.get_bytes(keys.result()))
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:
+        log.warning("unreadable %s: %s", keys.result(), exc)
+        return None
 
 
-def _active_jobs(ctx: Context) -> int:
-    return sum(1 for j in ctx.api.list_runner_jobs(ctx.namespaces) if not st.job_finished(j))
+def _finish(ctx: Context, namespace: str, name: str, uid: str | None, job: dict[str, Any] | None) -> None:
+    """The Job finished (or vanished): copy the runner's result.json into status, or — when the
+    runner died and no attempt is left — write the FAILED document that keeps what its finished
+    stages stored, with an error naming the stage and the cause."""
+    raw = ctx.api.get_transcription(namespace, name)
+    if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+        return
+    tx = Transcription.model_validate(raw)
+    if uid and str(tx.metadata.get("uid") or "") != uid:
+        return
+    if tx.status.phase and tx.status.phase.finished and tx.status.condition(tx.status.phase.value):
+        return  # already final: a late event must not flip it
+    task = runner_task(tx)
+    keys = task.keys
+    doc = _result(ctx, keys)
+    job = job or {}
+    succeeded, reason = st.job_verdict(job) if job else (False, "JobDeleted")
+    if doc is None or (
+        not succeeded and reason != "PodFailurePolicy" and doc.status is not TaskStatus.COMPLETE
+    ):
+        if not job:
+            update(ctx, namespace, name, lambda t: st.job_lost(t.status), uid=uid)
+            return
+        _, progress = records.load(ctx.objects, keys)
+        step = records.dying_step(progress)
+        if succeeded:
+            error, code = "the runner Job completed but left no result.json", "result_missing"
+        else:
+            error, code = st.death_message(tx.status, job, step, reason)
+        doc = records.fail_after_death(
+            task, ctx.objects, error=error, code=code, pipeline_version=ctx.settings.pipeline_version
+        )
+    result_uri = ctx.objects.uri(keys.result())
+    update(ctx, namespace, name, lambda t: st.finished(t.status, job, doc, result_uri), uid=uid)
+
+
+def _mirror_progress(ctx: Context, namespace: str, name: str, tx: Transcription) -> None:
+    record = records.read(ctx.objects, TaskKeys(tx.task_id, namespace).progress, Progress)
+    if record is not None:
+        update(
+            ctx,
+            namespace,
+            name,
+            lambda t: (st.progress(t.status, record), []),
+            uid=str(tx.metadata.get("uid") or "") or None,
+        )
+
+
+# --------------------------------------------------------------------------------------
+# handlers
+# --------------------------------------------------------------------------------------
+def _indices(kwargs: dict[str, Any]) -> tuple[kopf.Index[Key, TxEntry], kopf.Index[Key, JobEntry]]:
+    """The two indices kopf passes every handler by name (see `register`)."""
+    return kwargs["transcriptions"], kwargs["runner_jobs"]
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     """Add the handlers to a registry (a fresh one per operator run keeps tests independent)."""
+    settings = ctx.settings
+
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="transcriptions")
+    def transcriptions_index(
+        *, body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+    ) -> dict[Key, TxEntry]:
+        namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
+        uid = str(meta.get("uid") or "")
+        return {
+            (namespace, name): TxEntry(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                phase=status.get("phase"),
+                created=str(meta.get("creationTimestamp") or ""),
+                submitted=str(status.get("submittedAt") or "~"),
+                task_id=str(spec.get("taskId") or uid or name),
+                deleting=bool(meta.get("deletionTimestamp")),
+            )
+        }
+
+    @kopf.index(
+        "batch", "v1", "jobs", registry=registry, id="runner_jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}
+    )
+    def runner_jobs_index(
+        *, body: kopf.Body, meta: kopf.Meta, namespace: str | None, **_: Any
+    ) -> dict[Key, JobEntry]:
+        owner, owner_uid = _owner(dict(body))
+        if not owner:
+            return {}
+        entry = JobEntry(
+            name=str(meta.get("name")), owner_uid=owner_uid or "", finished=st.job_finished(dict(body))
+        )
+        return {(namespace or "default", owner): entry}
+
+    @kopf.on.startup(registry=registry)
+    async def start_queue(**kwargs: Any) -> None:
+        """The safety net: look for free slots now and then, besides the Job events."""
+        transcriptions, runner_jobs = _indices(kwargs)
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(settings.operator_queue_retry_seconds)
+                try:
+                    await admit(ctx, transcriptions, runner_jobs)
+                except Exception:
+                    log.exception("admission failed; retrying")
+
+        ctx.queue_task = asyncio.create_task(loop(), name="maie-queue")
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_queue(**_: Any) -> None:
+        if ctx.queue_task is not None:
+            ctx.queue_task.cancel()
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="schedule")
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reschedule")
-    def schedule(*, body: kopf.Body, meta: kopf.Meta, name: str, namespace: str | None, **_: Any) -> None:
-        """Accept the resource, then run it when a Job slot is free (retried while Queued)."""
+    async def schedule(
+        *,
+        body: kopf.Body,
+        meta: kopf.Meta,
+        name: str,
+        namespace: str | None,
+        **kwargs: Any,
+    ) -> None:
+        """Accept (or refuse) the resource, then run it when a slot is free."""
+        transcriptions, runner_jobs = _indices(kwargs)
         namespace = namespace or "default"
         raw = dict(body)
         generation = meta.get("generation")
-        try:
-            Transcription.model_validate(raw)
-        except ValidationError as exc:
-            message = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            with ctx.lock_for(namespace, name):
-                old = TranscriptionStatus.model_validate(raw.get("status") or {})
-                ctx.api.patch_transcription_status(
-                    namespace, name, st.status_patch(old, st.reject(old, message, generation=generation))
-                )
-            _post(raw, [st.Event("Warning", "InvalidSpec", message)])
-            raise kopf.PermanentError(message) from exc
         if meta.get("deletionTimestamp"):
             return
+        try:
+            tx = Transcription.model_validate(raw)
+        except ValidationError as exc:
+            message = f"invalid spec: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            old = TranscriptionStatus.model_validate(raw.get("status") or {})
+            refused = st.reject(old, message, generation=generation)
+            await asyncio.to_thread(
+                ctx.api.patch_transcription_status, namespace, name, st.status_patch(old, refused)
+            )
+            _post(raw, [st.Event("Warning", "InvalidSpec", message)])
+            return
+        uid = str(meta.get("uid") or "")
+        if tx.status.phase and tx.status.phase.finished:
+            return
+        if tx.status.phase is None:
+            problem = _admission_problem(ctx, tx, transcriptions)
+            if problem is not None:
+                reason, code, message = problem
 
-        def accept(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
-            if t.status.phase is not None:
-                return t.status, []
-            new = st.accept(t.status, task_id=t.task_id, generation=generation)
-            return new, [st.Event("Normal", "Accepted", f"queued as task {t.task_id}")]
+                def refuse(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
+                    new = st.reject(t.status, message, reason=reason, code=code, generation=generation)
+                    return new, [st.Event("Warning", reason, message)]
 
-        current = update(ctx, namespace, name, accept)
-        if current is None or (current.status.phase and current.status.phase.finished):
+                await asyncio.to_thread(update, ctx, namespace, name, refuse, uid=uid)
+                return
+
+            def accept(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
+                if t.status.phase is not None:
+                    return t.status, []
+                new = st.accept(t.status, task_id=t.task_id, generation=generation)
+                return new, [st.Event("Normal", "Accepted", f"queued as task {t.task_id}")]
+
+            await asyncio.to_thread(update, ctx, namespace, name, accept, uid=uid)
+        elif tx.status.job_name and (namespace, name) not in runner_jobs:
+            # Resumed with a Job that is gone (TTL, a person, while the operator was away).
+            job = await asyncio.to_thread(ctx.api.get_job, namespace, tx.status.job_name)
+            await asyncio.to_thread(_finish, ctx, namespace, name, uid, job)
             return
-        if current.status.job_name:  # resumed with a Job: the Job's events keep the status current
-            _check_job_exists(ctx, current)
-            return
-        if (namespace, name) in admit(ctx):
-            return
-        cap = ctx.settings.operator_max_concurrent_jobs
-        active = _active_jobs(ctx)
-        update(ctx, namespace, name, lambda t: (st.queued(t.status, active=active, cap=cap), []))
-        raise kopf.TemporaryError(
-            f"queued: {cap} runner Jobs are running", delay=ctx.settings.operator_queue_retry_seconds
-        )
+        await admit(ctx, transcriptions, runner_jobs)
+        if (namespace, name) not in runner_jobs and (namespace, name) not in ctx.pending:
+            cap = settings.operator_max_concurrent_jobs
+            await asyncio.to_thread(
+                update, ctx, namespace, name, lambda t: (st.queued(t.status, cap), []), uid=uid
+            )
 
     @kopf.on.event(
         "batch", "v1", "jobs", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY}, id="mirror-job"
     )
-    def mirror_job(*, type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        """Job state → resource status; a finished Job frees a slot for the next Queued resource."""
+    async def mirror_job(
+        *,
+        type: str,
+        body: kopf.Body,
+        namespace: str | None,
+        **kwargs: Any,
+    ) -> None:
+        """Job state → status; a finished or deleted Job frees a slot for the next Queued resource."""
+        transcriptions, runner_jobs = _indices(kwargs)
         namespace = namespace or "default"
         job = dict(body)
-        owner = _owner_name(job)
+        owner, owner_uid = _owner(job)
         if not owner:
             return
         if type == "DELETED":
-            update(ctx, namespace, owner, _lost_job)
-            admit(ctx)
+            await asyncio.to_thread(_finish, ctx, namespace, owner, owner_uid, None)
+        elif st.job_finished(job):
+            await asyncio.to_thread(_finish, ctx, namespace, owner, owner_uid, job)
+        else:
+            await asyncio.to_thread(
+                update, ctx, namespace, owner, lambda t: (st.running(t.status, job), []), uid=owner_uid
+            )
             return
-        update(ctx, namespace, owner, lambda t: st.mirror_job(t.status, job))
-        if st.job_finished(job):
-            admit(ctx)
+        await admit(ctx, transcriptions, runner_jobs)
 
     @kopf.on.event(
         "", "v1", "pods", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY}, id="mirror-pod"
     )
     def mirror_pod(*, type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        """Scheduling, image-pull and OOM problems of the runner pod → status and Events."""
+        """Scheduling, image-pull and crash news of the runner pod → status and Events."""
         namespace = namespace or "default"
         if type == "DELETED":
             return
         pod = dict(body)
-        owner = _owner_name(pod)
+        owner, owner_uid = _owner(pod)
         if not owner:
             return
         stop: list[bool] = []
+        grace = timedelta(seconds=settings.operator_image_pull_grace)
 
         def change(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
-            new, events, fatal = st.mirror_pod(t.status, pod)
+            new, events, fatal = st.mirror_pod(t.status, pod, grace=grace)
             stop.append(fatal)
             return new, events
 
-        tx = update(ctx, namespace, owner, change)
+        tx = update(ctx, namespace, owner, change, uid=owner_uid)
         if tx is not None and any(stop):
-            ctx.api.delete_job(namespace, tx.status.job_name or job_name_for(owner))  # frees GPU and slot
-            admit(ctx)
+            ctx.api.delete_job(
+                namespace, tx.status.job_name or job_name_for(owner)
+            )  # frees the GPU and the slot
+
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="progress",
+        interval=settings.runner_status_interval,
+        field="status.phase",
+        value=Phase.RUNNING.value,
+    )
+    def progress(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        """The runner's progress.json → status.stage / step / progress, while it runs."""
+        with contextlib.suppress(ValidationError):
+            _mirror_progress(ctx, namespace or "default", name, Transcription.model_validate(dict(body)))
 
     @kopf.timer(
         GROUP,
@@ -264,15 +564,14 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         PLURAL,
         registry=registry,
         id="expire",
-        interval=ctx.settings.operator_gc_interval,
+        interval=settings.operator_gc_interval,
         labels={LABEL_MANAGED_BY: MANAGED_BY_API},
     )
-    def expire(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
+    def expire(*, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
         """API tasks are kept RESULT_TTL seconds after they finish, as in embedded mode; then the
         resource is deleted and the finalizer removes its files. kubectl-made ones are left alone."""
-        # The timer's body can lag behind the status the operator itself just patched: read it.
         namespace = namespace or "default"
-        fresh = ctx.api.get_transcription(namespace, name)
+        fresh = ctx.api.get_transcription(namespace, name)  # the timer's body can lag behind our patches
         if fresh is None:
             return
         try:
@@ -282,13 +581,22 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         done = tx.status.completed_at
         if not (tx.status.phase and tx.status.phase.finished) or done is None:
             return
-        if datetime.now(UTC) - done > timedelta(seconds=ctx.settings.result_ttl):
-            logger.info("result expired (RESULT_TTL=%s s); deleting", ctx.settings.result_ttl)
+        if datetime.now(UTC) - done > timedelta(seconds=settings.result_ttl):
+            logger.info("result expired (RESULT_TTL=%s s); deleting", settings.result_ttl)
             ctx.api.delete_transcription(namespace, name)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="cleanup", retries=6, backoff=10)
-    def cleanup(*, body: kopf.Body, name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-        """Stop the Job (and its pod), then delete stored objects as the policy says."""
+    # retries=None: the finalizer stays until the objects are gone (README: deletion waits for S3).
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="cleanup", backoff=10)
+    async def cleanup(
+        *,
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        logger: kopf.Logger,
+        **kwargs: Any,
+    ) -> None:
+        """Stop the Job (and its pod), then delete the task's stored objects as the policy says."""
+        transcriptions, runner_jobs = _indices(kwargs)
         namespace = namespace or "default"
         raw = dict(body)
         try:
@@ -296,53 +604,29 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         except ValidationError:
             tx = None
         job_name = (tx.status.job_name if tx else None) or job_name_for(name)
-        if ctx.api.delete_job(namespace, job_name):
+        if await asyncio.to_thread(ctx.api.delete_job, namespace, job_name):
             logger.info("deleted runner Job %s", job_name)
         if tx is not None:
-            _delete_objects(ctx, tx, logger)
+            await asyncio.to_thread(_delete_objects, ctx, tx, logger)
         ctx.forget(namespace, name)
-        admit(ctx)
-
-
-def _check_job_exists(ctx: Context, tx: Transcription) -> None:
-    """On resume: a Job that vanished while the operator was away (TTL, a person) is a lost task."""
-    assert tx.status.job_name
-    job = ctx.api.get_job(tx.namespace, tx.status.job_name)
-    if job is None:
-        update(ctx, tx.namespace, tx.name, _lost_job)
-    else:
-        update(ctx, tx.namespace, tx.name, lambda t: st.mirror_job(t.status, job))
-
-
-def _lost_job(tx: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
-    """The Job is gone: fine if the runner had finished (TTL cleanup) or the resource is being
-    deleted (the finalizer stopped it), a failure otherwise."""
-    if tx.metadata.get("deletionTimestamp"):
-        return tx.status, []
-    if tx.status.phase and tx.status.phase.finished and tx.status.condition(tx.status.phase.value):
-        return tx.status, []
-    return st.job_lost(tx.status)
+        ctx.pending.pop((namespace, name), None)
+        await admit(ctx, transcriptions, runner_jobs)
 
 
 def _delete_objects(ctx: Context, tx: Transcription, logger: kopf.Logger) -> None:
+    """Only the task's own prefixes (`audio/{ns}/{id}/`, `results/{ns}/{id}/`): never a user's other
+    objects, never another namespace's."""
     policy = tx.spec.deletion_policy or DeletionPolicy(ctx.settings.operator_deletion_policy)
     if policy is DeletionPolicy.RETAIN:
         return
-    from maie.storage.s3 import S3ObjectStore
-
-    store = S3ObjectStore.from_settings(ctx.settings)
-    prefixes: list[tuple[S3ObjectStore, str]] = []
-    # Only what MAIE put there: the task's own audio/{id}/ folder, never a user's other objects.
-    if tx.spec.audio.uri.startswith("s3://"):
-        bucket, key = parse_s3_uri(tx.spec.audio.uri)
-        own = f"audio/{tx.task_id}/"
-        if key.startswith(own):
-            prefixes.append((store.for_bucket(bucket) if bucket != store.bucket else store, own))
-    if policy is DeletionPolicy.DELETE:
-        prefixes.append((store, results_prefix(tx.task_id)))
     try:
-        for target, prefix in prefixes:
-            removed = target.delete_prefix(prefix)
-            logger.info("deleted %d object(s) under s3://%s/%s", removed, target.bucket, prefix)
-    except Exception as exc:  # S3 down: keep the finalizer and retry
-        raise kopf.TemporaryError(f"cannot delete stored objects yet: {exc}", delay=10) from exc
+        keys = TaskKeys(tx.task_id, tx.namespace)
+    except ValueError:
+        return
+    prefixes = [keys.audio_prefix] + ([keys.results_prefix] if policy is DeletionPolicy.DELETE else [])
+    try:
+        for prefix in prefixes:
+            removed = ctx.objects.delete_prefix(prefix)
+            logger.info("deleted %d object(s) under s3://%s/%s", removed, ctx.objects.bucket, prefix)
+    except Exception as exc:  # S3 down: keep the finalizer and retry (deletion waits for it)
+        raise kopf.TemporaryError(f"cannot delete stored objects yet: {exc}", delay=30) from exc

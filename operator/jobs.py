@@ -2,6 +2,16 @@
 
 Pure so that tests can assert the whole spec, and so that a restarted operator computes exactly the
 same name and body (the name is what makes creation idempotent).
+
+The runner gets its task in the MAIE_TASK environment variable and reports only through the task's
+objects in S3, so its pod has no Kubernetes credentials at all (no token is mounted): a runner that
+decodes hostile audio cannot touch any resource. The operator mirrors its progress into status.
+
+Multi-tenant clusters: anyone who may create a Transcription must not be able to schedule its Job
+anywhere the platform team did not allow (tolerate a taint, pick a node pool, a priority, a runtime,
+a Kueue queue). Only the fields in OPERATOR_ALLOWED_JOB_OVERRIDES may be set per resource; the
+numeric limits may always be lowered (asking for less is not a privilege). Anything else makes
+`build_job` raise `OverrideNotAllowed`, which the operator turns into a Failed resource.
 """
 
 from __future__ import annotations
@@ -9,10 +19,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from maie.errors import MaieError
+from maie.runner_protocol import EXIT_TASK_FAILED, TASK_ENV
 from maie.settings import Settings
 from maie.transcription import (
+    ANNOTATION_UID,
     API_VERSION,
-    EXIT_TASK_FAILED,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -22,11 +34,84 @@ from maie.transcription import (
     Transcription,
     dns_label,
     job_name_for,
+    runner_task,
 )
 
 CONTAINER = "runner"
 WORK_DIR = "/work"
 RUNNER_UID = 10001
+
+# Kueue: the LocalQueue label on a Job (and, per resource when allowed, on the Transcription).
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+class OverrideNotAllowed(MaieError):
+    """The resource asks for a per-resource override this installation does not allow.
+
+    `fields` names each refused field as the user wrote it (`spec.job.tolerations`,
+    `metadata.labels[kueue.x-k8s.io/queue-name]`); `reason` is a Kubernetes condition reason.
+    Retrying cannot help: the resource must be changed (or the platform team must allow the field).
+    """
+
+    code = "override_not_allowed"
+    reason = "OverrideNotAllowed"
+
+    def __init__(self, fields: list[str], allowed: list[str]) -> None:
+        self.fields = fields
+        self.allowed = allowed
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        super().__init__(
+            f"not allowed by this installation: {', '.join(fields)} (per-resource overrides allowed: "
+            f"{allowed_text}; numeric limits may only be lowered; the platform team sets "
+            "operator.allowedJobOverrides / OPERATOR_ALLOWED_JOB_OVERRIDES)"
+        )
+
+
+def _ceilings(settings: Settings) -> dict[str, int]:
+    """Numeric spec.job fields a resource may always set at or below the operator's own value."""
+    return {
+        "gpuCount": settings.operator_gpu_count,
+        "activeDeadlineSeconds": settings.job_timeout,
+        "backoffLimit": settings.max_attempts - 1,
+        "ttlSecondsAfterFinished": settings.operator_ttl_seconds_after_finished,
+    }
+
+
+def refused_overrides(tx: Transcription, settings: Settings) -> list[str]:
+    """The per-resource overrides of `tx` this operator's settings do not allow (empty = fine).
+
+    Pure and cheap: the operator can call it when it accepts a resource, before it queues it.
+    """
+    allowed = set(settings.operator_allowed_job_overrides)
+    ceilings = _ceilings(settings)
+    refused: list[str] = []
+    overrides = tx.spec.job
+    for field_name, info in type(overrides).model_fields.items():
+        alias = info.alias or field_name
+        value = getattr(overrides, field_name)
+        if value is None or alias in allowed:
+            continue
+        ceiling = ceilings.get(alias)
+        if ceiling is not None and isinstance(value, int) and value <= ceiling:
+            continue
+        refused.append(f"spec.job.{alias}")
+    queue = _resource_queue(tx)
+    if queue is not None and queue != settings.operator_kueue_queue_name and "queueName" not in allowed:
+        refused.append(f"metadata.labels[{KUEUE_QUEUE_LABEL}]")
+    return refused
+
+
+def _resource_queue(tx: Transcription) -> str | None:
+    labels = tx.metadata.get("labels") or {}
+    value = labels.get(KUEUE_QUEUE_LABEL)
+    return str(value) if value else None
+
+
+def queue_name(tx: Transcription, settings: Settings) -> str | None:
+    """The Kueue LocalQueue of this resource's Job (its allowed label, else the operator's)."""
+    if "queueName" in settings.operator_allowed_job_overrides:
+        return _resource_queue(tx) or settings.operator_kueue_queue_name
+    return settings.operator_kueue_queue_name
 
 
 def job_labels(tx: Transcription) -> dict[str, str]:
@@ -42,6 +127,7 @@ def job_labels(tx: Transcription) -> dict[str, str]:
 def _env(tx: Transcription, settings: Settings, gpu_count: int) -> list[dict[str, Any]]:
     device = "cuda" if gpu_count > 0 else "cpu"
     plain = {
+        TASK_ENV: runner_task(tx).model_dump_json(exclude_none=True),
         "MODE": "kubernetes",
         "NAMESPACE": tx.namespace,
         "S3_ENDPOINT": settings.s3_endpoint,
@@ -114,19 +200,30 @@ def _volumes(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, A
 
 
 def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
-    """The Job that runs `maie run-task NAME --namespace NS` for this resource."""
+    """The Job that runs `maie run-task NAME --namespace NS` for this resource.
+
+    Raises `OverrideNotAllowed` when the resource asks for an override the settings do not allow.
+    """
+    refused = refused_overrides(tx, settings)
+    if refused:
+        raise OverrideNotAllowed(refused, list(settings.operator_allowed_job_overrides))
     overrides = tx.spec.job
     gpu_count = settings.operator_gpu_count if overrides.gpu_count is None else overrides.gpu_count
     labels = job_labels(tx)
+    queue = queue_name(tx, settings)
+    job_meta_labels = {**labels, KUEUE_QUEUE_LABEL: queue} if queue else labels
     # Labels are cut to 63 characters; the annotations keep the full name and id.
-    annotations = {LABEL_TASK_ID: tx.task_id, LABEL_TRANSCRIPTION: tx.name}
+    annotations = {
+        LABEL_TASK_ID: tx.task_id,
+        LABEL_TRANSCRIPTION: tx.name,
+        ANNOTATION_UID: str(tx.metadata.get("uid") or ""),
+    }
     volumes, mounts = _volumes(settings)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.operator_runner_image,
         "imagePullPolicy": settings.operator_image_pull_policy,
         "command": ["maie", "run-task"],
-        "args": [tx.name, "--namespace", tx.namespace],
         "env": _env(tx, settings, gpu_count),
         "resources": _resources(tx, settings, gpu_count),
         "volumeMounts": mounts,
@@ -144,7 +241,10 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
         ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The run's own limit, counted from the pod's start: time waiting for a GPU node is not in it.
+        "activeDeadlineSeconds": overrides.active_deadline_seconds or settings.job_timeout,
         "serviceAccountName": settings.operator_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,
@@ -177,7 +277,8 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
     backoff_limit = (
         overrides.backoff_limit if overrides.backoff_limit is not None else settings.max_attempts - 1
     )
-    deadline = overrides.active_deadline_seconds or settings.job_timeout
+    # The Job's limit covers every attempt plus the time its pods may wait to be scheduled.
+    deadline = (backoff_limit + 1) * pod_spec["activeDeadlineSeconds"] + settings.operator_pending_timeout
     ttl = (
         overrides.ttl_seconds_after_finished
         if overrides.ttl_seconds_after_finished is not None
@@ -189,7 +290,7 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
         "metadata": {
             "name": job_name_for(tx.name),
             "namespace": tx.namespace,
-            "labels": labels,
+            "labels": job_meta_labels,
             "annotations": annotations,
             "ownerReferences": [
                 {
@@ -203,8 +304,12 @@ def build_job(tx: Transcription, settings: Settings) -> dict[str, Any]:
             ],
         },
         "spec": {
+            # Kueue admits a queued Job by unsuspending it (created suspended: no pod before admission).
+            **({"suspend": True} if queue else {}),
             "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": deadline,
+            # A new pod only once the old one has fully stopped: two runners never share a task.
+            "podReplacementPolicy": "Failed",
             "ttlSecondsAfterFinished": ttl,
             # A task's own failure (exit 2: bad audio, missing model) fails the Job at once;
             # crashes and lost nodes are retried by backoffLimit; evictions do not count.

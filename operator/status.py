@@ -1,27 +1,32 @@
-"""Pure functions from observed Job / pod state to a Transcription's status (and the Events to post).
+"""Pure functions from what the operator observes to a Transcription's status (and Events worth posting).
 
-Kept free of I/O so the translation of every Kubernetes failure mode into a clear `error` can be
-read and tested in one place. Each function takes the current status and returns a new one plus
-the Events worth telling people about; the caller diffs and patches.
+The operator is the one writer of a Transcription's status: the runner reports only through its
+task's objects (progress.json, result.json), and the Job and pod say how a run went. Kept free of
+I/O, so the translation of every failure mode into a clear `error` reads and tests in one place. Each
+function takes the current status and returns a new one (plus Events); the caller diffs and patches.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from maie.contract import TaskStatus, utcnow
+from maie.checkpoint import Progress
+from maie.contract import ResultDocument, TaskStatus, utcnow
+from maie.failures import describe_death
 from maie.transcription import ConditionType as C
-from maie.transcription import Phase, TranscriptionStatus
+from maie.transcription import Phase, StatusMetrics, TranscriptionStatus
 
-# Waiting reasons that will not fix themselves: the Job is stopped and the resource fails.
+# Waiting reasons that will not fix themselves once they have lasted a grace period (registries
+# throttle; a first ImagePullBackOff is often transient): then the Job is stopped and the task fails.
 FATAL_WAITING = {
     "ImagePullBackOff": "the runner image cannot be pulled",
+    "ErrImagePull": "the runner image cannot be pulled",
     "InvalidImageName": "the runner image name is invalid",
     "CreateContainerConfigError": "the runner container cannot be configured (missing Secret/ConfigMap?)",
 }
-# Waiting reasons worth showing while they last (they may clear up on their own).
-TRANSIENT_WAITING = {"ErrImagePull", "CreateContainerError", "ContainerCreating", "PodInitializing"}
+# Never fixes itself, whatever the wait.
+AT_ONCE = {"InvalidImageName"}
 
 
 class Event(NamedTuple):
@@ -50,18 +55,24 @@ def accept(status: TranscriptionStatus, *, task_id: str, generation: int | None)
     return new
 
 
-def reject(status: TranscriptionStatus, message: str, *, generation: int | None) -> TranscriptionStatus:
+def reject(
+    status: TranscriptionStatus, message: str, *, reason: str = "InvalidSpec", code: str = "invalid_spec",
+    generation: int | None = None,
+) -> TranscriptionStatus:  # fmt: skip
+    """Refused before any Job: an invalid spec, an unprovisioned namespace, audio it may not read."""
     new = status.model_copy(deep=True)
-    new.phase, new.stage, new.error, new.error_code = Phase.FAILED, TaskStatus.FAILED, message, "invalid_spec"
+    new.phase, new.stage, new.error, new.error_code = Phase.FAILED, TaskStatus.FAILED, message, code
     new.completed_at = new.completed_at or utcnow()
-    new.set_condition(C.ACCEPTED, False, "InvalidSpec", message, generation=generation)
-    new.set_condition(C.FAILED, True, "InvalidSpec", message, generation=generation)
+    new.set_condition(C.ACCEPTED, False, reason, message, generation=generation)
+    new.set_condition(C.FAILED, True, reason, message, generation=generation)
     return new
 
 
-def queued(status: TranscriptionStatus, *, active: int, cap: int) -> TranscriptionStatus:
+def queued(status: TranscriptionStatus, cap: int) -> TranscriptionStatus:
+    """Waiting for a slot: a condition, no Event (a thousand waiting resources must not flood Events)."""
     new = status.model_copy(deep=True)
-    new.set_condition(C.QUEUED, True, "MaxConcurrentJobs", f"{active} of {cap} runner Jobs are running")
+    if new.phase is Phase.QUEUED:
+        new.set_condition(C.QUEUED, True, "MaxConcurrentJobs", f"waiting for one of {cap} runner Job slots")
     return new
 
 
@@ -75,18 +86,32 @@ def job_created(status: TranscriptionStatus, job_name: str) -> TranscriptionStat
     return new
 
 
-def job_lost(status: TranscriptionStatus) -> tuple[TranscriptionStatus, list[Event]]:
-    """The Job disappeared (a person, or TTL while the operator was away)."""
+def job_refused(status: TranscriptionStatus, message: str) -> TranscriptionStatus:
+    """The API server refused the Job (a 422 from bad resources, a quota 403): this resource fails alone."""
     new = status.model_copy(deep=True)
-    if new.stage is TaskStatus.COMPLETE:  # the runner finished and said so; only the Job is gone
-        new.phase = Phase.SUCCEEDED
-        new.set_condition(C.SUCCEEDED, True, "RunnerReported", "the runner reported completion")
-        return new, []
+    new.phase, new.stage, new.error, new.error_code = Phase.FAILED, TaskStatus.FAILED, message, "job_refused"
+    new.completed_at = new.completed_at or utcnow()
+    new.set_condition(C.FAILED, True, "JobRefused", message)
+    return new
+
+
+def job_lost(status: TranscriptionStatus) -> tuple[TranscriptionStatus, list[Event]]:
+    """The Job disappeared before it finished (a person, or TTL while the operator was away)."""
+    new = status.model_copy(deep=True)
     message = "the runner Job was deleted before it finished"
     new.phase, new.stage, new.error, new.error_code = Phase.FAILED, TaskStatus.FAILED, message, "job_lost"
     new.completed_at = new.completed_at or utcnow()
     new.set_condition(C.FAILED, True, "JobDeleted", message)
     return new, [Event("Warning", "JobDeleted", message)]
+
+
+def progress(status: TranscriptionStatus, record: Progress) -> TranscriptionStatus:
+    """What the runner reports in progress.json: stage, step, percent (while the task runs)."""
+    new = status.model_copy(deep=True)
+    if new.phase is not Phase.RUNNING or record.stage.finished:
+        return new
+    new.stage, new.step, new.progress = record.stage, record.step, round(record.percent, 1)
+    return new
 
 
 def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -108,73 +133,96 @@ def job_finished(job: dict[str, Any]) -> bool:
     return _job_condition(job, "Complete") is not None or _job_condition(job, "Failed") is not None
 
 
-def mirror_job(status: TranscriptionStatus, job: dict[str, Any]) -> tuple[TranscriptionStatus, list[Event]]:
-    """Copy the Job's state in: attempts, then success or the reason it failed, in words."""
+def job_verdict(job: dict[str, Any]) -> tuple[bool, str]:
+    """(succeeded, reason) of a finished Job: reason Complete, PodFailurePolicy (the runner's exit 2:
+    the task failed and said why in result.json), BackoffLimitExceeded, DeadlineExceeded …"""
+    if _job_condition(job, "Complete") is not None:
+        return True, "Complete"
+    failed = _job_condition(job, "Failed") or {}
+    return False, str(failed.get("reason") or "Failed")
+
+
+def running(status: TranscriptionStatus, job: dict[str, Any]) -> TranscriptionStatus:
+    """A Job that has not finished: its attempts so far."""
     new = status.model_copy(deep=True)
-    events: list[Event] = []
     js = job.get("status") or {}
-    spec = job.get("spec") or {}
-    name = (job.get("metadata") or {}).get("name", "")
-    new.job_name = new.job_name or name
+    new.job_name = new.job_name or (job.get("metadata") or {}).get("name")
     attempts = int(js.get("active") or 0) + int(js.get("failed") or 0) + int(js.get("succeeded") or 0)
     if attempts:
         new.attempts = max(attempts, new.attempts or 0)
-    if new.phase and new.phase.finished and new.condition(new.phase.value) is not None:
-        return new, events  # already final: a late event must not flip it
-
-    complete = _job_condition(job, "Complete")
-    failed = _job_condition(job, "Failed")
-    if complete is not None and new.stage is not TaskStatus.FAILED:
-        new.phase, new.stage, new.progress = Phase.SUCCEEDED, TaskStatus.COMPLETE, 100.0
-        new.completed_at = new.completed_at or _ts(js.get("completionTime")) or utcnow()
-        new.error = new.error_code = None
-        new.set_condition(C.RUNNING, False, "Completed", "the runner finished")
-        new.set_condition(C.SUCCEEDED, True, "JobComplete", f"runner Job {name} completed")
-        events.append(Event("Normal", "Succeeded", f"runner Job {name} completed"))
-    elif failed is not None or complete is not None:
-        reason = (failed or {}).get("reason") or "RunnerFailed"
-        new.phase, new.stage = Phase.FAILED, TaskStatus.FAILED
-        new.completed_at = new.completed_at or utcnow()
-        new.error = _failure_message(new, failed or {}, spec, attempts)
-        new.error_code = new.error_code if reason in {"PodFailurePolicy", "RunnerFailed"} else _code(reason)
-        new.set_condition(C.RUNNING, False, reason, new.error)
-        new.set_condition(C.FAILED, True, reason, new.error)
-        events.append(Event("Warning", reason, new.error))
-    elif int(js.get("active") or 0) > 0 and new.phase is not Phase.RUNNING:
+    if int(js.get("active") or 0) > 0 and not (new.phase and new.phase.finished):
         new.phase = Phase.RUNNING
-    return new, events
+    return new
 
 
-def _code(reason: str) -> str:
-    return {"DeadlineExceeded": "deadline_exceeded", "BackoffLimitExceeded": "retries_exhausted"}.get(
-        reason, "job_failed"
+def finished(
+    status: TranscriptionStatus, job: dict[str, Any], doc: ResultDocument, result_uri: str
+) -> tuple[TranscriptionStatus, list[Event]]:
+    """The task's end: the result document (the runner's, or the one written after its death) and
+    the Job's verdict, copied into status."""
+    new = running(status, job)
+    name = new.job_name or ""
+    succeeded = doc.status is TaskStatus.COMPLETE
+    new.phase = Phase.SUCCEEDED if succeeded else Phase.FAILED
+    new.stage = doc.status
+    new.step = None
+    new.progress = 100.0 if succeeded else None
+    new.completed_at = (
+        new.completed_at or doc.completed_at or _ts((job.get("status") or {}).get("completionTime"))
     )
+    new.completed_at = new.completed_at or utcnow()
+    new.started_at = new.started_at or doc.started_at
+    new.versions = doc.versions.model_dump(mode="json") if doc.versions else None
+    new.metrics = StatusMetrics.model_validate(doc.metrics.model_dump()) if doc.metrics else None
+    new.result_uri = result_uri
+    new.exports = dict(doc.exports) or None
+    new.error, new.error_code = doc.error, doc.error_code
+    if doc.attempts:
+        new.attempts = max(doc.attempts, new.attempts or 0)
+    reason = "JobComplete" if succeeded else job_verdict(job)[1]
+    if succeeded:
+        new.set_condition(C.RUNNING, False, "Completed", "the runner finished")
+        new.set_condition(C.SUCCEEDED, True, reason, f"runner Job {name} completed")
+        return new, [Event("Normal", "Succeeded", f"runner Job {name} completed")]
+    message = doc.error or "the task failed"
+    new.set_condition(C.RUNNING, False, reason, message)
+    new.set_condition(C.FAILED, True, reason, message)
+    return new, [Event("Warning", reason, message)]
 
 
-def _failure_message(
-    status: TranscriptionStatus, failed: dict[str, Any], spec: dict[str, Any], attempts: int
-) -> str:
-    reason = failed.get("reason")
-    last = f": {status.error}" if status.error else ""
+def death_message(
+    status: TranscriptionStatus, job: dict[str, Any], step: Any, reason: str
+) -> tuple[str, str]:
+    """(error, code) for a Job that failed because its runner died or ran out of time or retries."""
+    spec = job.get("spec") or {}
+    js = job.get("status") or {}
+    attempts = int(js.get("failed") or 0) + int(js.get("succeeded") or 0) or status.attempts or 1
+    last = f"; last attempt: {status.last_failure}" if status.last_failure else ""
     if reason == "DeadlineExceeded":
         deadline = spec.get("activeDeadlineSeconds")
-        return f"the runner Job ran longer than its deadline ({deadline} s) and was stopped"
+        where = f"the {step.value} stage" if step is not None else "the runner Job"
+        return f"{where} was still running at the Job's deadline ({deadline} s) and was stopped{last}", (
+            "deadline_exceeded"
+        )
     if reason == "BackoffLimitExceeded":
         limit = spec.get("backoffLimit")
-        return f"the runner failed {attempts} time(s), the retry limit (backoffLimit {limit}){last}"
-    if reason == "PodFailurePolicy":  # the runner said the task itself failed; its error is the one
-        return status.error or failed.get("message") or "the task failed"
-    return status.error or failed.get("message") or f"the runner Job failed ({reason})"
+        return (
+            f"the runner failed {attempts} time(s), the retry limit (backoffLimit {limit}){last}",
+            "retries_exhausted",
+        )
+    return f"the runner Job failed ({reason}){last}", "job_failed"
 
 
 def mirror_pod(
-    status: TranscriptionStatus, pod: dict[str, Any]
+    status: TranscriptionStatus, pod: dict[str, Any], *, grace: timedelta, now: datetime | None = None
 ) -> tuple[TranscriptionStatus, list[Event], bool]:
-    """Scheduling, image and OOM problems of the runner pod, in words. Third value: stop the Job."""
+    """Scheduling, image and crash news of the runner pod, in words. Third value: stop the Job now."""
     new = status.model_copy(deep=True)
     events: list[Event] = []
     if new.phase and new.phase.finished:
         return new, events, False
+    now = now or utcnow()
+    meta = pod.get("metadata") or {}
     ps = pod.get("status") or {}
     for cond in ps.get("conditions") or []:
         if (
@@ -185,44 +233,38 @@ def mirror_pod(
             message = f"the runner pod cannot be scheduled: {cond.get('message', '')}".strip()
             if new.set_condition(C.RUNNING, False, "Unschedulable", message):
                 events.append(Event("Warning", "Unschedulable", message))
+    created = _ts(meta.get("creationTimestamp")) or now
     for cs in ps.get("containerStatuses") or []:
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
-        terminated = state.get("terminated") or {}
-        last_terminated = (cs.get("lastState") or {}).get("terminated") or {}
-        if waiting.get("reason") in FATAL_WAITING:
-            reason = str(waiting["reason"])
+        reason = str(waiting.get("reason") or "")
+        if reason in FATAL_WAITING:
             message = f"{FATAL_WAITING[reason]} ({cs.get('image', '')}): {waiting.get('message', '')}".strip()
-            new.phase, new.stage, new.error, new.error_code = (
-                Phase.FAILED,
-                TaskStatus.FAILED,
-                message,
-                "job_failed",
-            )
-            new.completed_at = utcnow()
-            new.set_condition(C.RUNNING, False, reason, message)
-            new.set_condition(C.FAILED, True, reason, message)
-            events.append(Event("Warning", reason, message))
-            return new, events, True
-        if waiting.get("reason") in TRANSIENT_WAITING and waiting.get("reason") not in {
-            "ContainerCreating",
-            "PodInitializing",
-        }:
-            message = f"{waiting['reason']}: {waiting.get('message', '')}".strip()
-            if new.set_condition(C.RUNNING, False, str(waiting["reason"]), message):
-                events.append(Event("Warning", str(waiting["reason"]), message))
-        for term in (terminated, last_terminated):
-            if term.get("reason") == "OOMKilled":
-                message = (
-                    "the runner ran out of memory (OOMKilled); raise its memory limit or use a smaller model"
+            if reason in AT_ONCE or now - created >= grace:
+                new.phase, new.stage, new.error, new.error_code = (
+                    Phase.FAILED, TaskStatus.FAILED, message, "job_failed",
+                )  # fmt: skip
+                new.completed_at = now
+                new.set_condition(C.RUNNING, False, reason, message)
+                new.set_condition(C.FAILED, True, reason, message)
+                events.append(Event("Warning", reason, message))
+                return new, events, True
+            if new.set_condition(C.RUNNING, False, reason, f"{message} (retrying for up to {grace})"):
+                events.append(Event("Warning", reason, message))
+        for term in (state.get("terminated") or {}, (cs.get("lastState") or {}).get("terminated") or {}):
+            if term and term.get("exitCode") not in (None, 0, 2):
+                oom = term.get("reason") == "OOMKilled"
+                text = describe_death(
+                    step=new.step,
+                    returncode=int(term["exitCode"]),
+                    oom=oom,
+                    output=str(term.get("message") or ""),
                 )
-                if new.error != message:
-                    new.error, new.error_code = message, "oom_killed"
-                    events.append(Event("Warning", "OOMKilled", message))
+                if new.last_failure != text:
+                    new.last_failure = text
+                    events.append(Event("Warning", "OOMKilled" if oom else "RunnerDied", text))
         if state.get("running"):
             new.phase = Phase.RUNNING
-            new.started_at = new.started_at or _ts(state["running"].get("startedAt")) or utcnow()
-            new.set_condition(
-                C.RUNNING, True, "PodRunning", f"runner pod {pod['metadata']['name']} is running"
-            )
+            new.started_at = new.started_at or _ts(state["running"].get("startedAt")) or now
+            new.set_condition(C.RUNNING, True, "PodRunning", f"runner pod {meta.get('name')} is running")
     return new, events, False

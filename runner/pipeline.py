@@ -1,7 +1,10 @@
-"""Runs the stages in order and assembles the result document.
+"""Runs the steps in order — after the last finished one when resuming — and assembles the result.
 
-PREPROCESSING → PROCESSING_ASR → PROCESSING_LLM (enhancement, then summary) → COMPLETE | FAILED.
-One model is loaded at a time: each stage loads its model and unloads it in `finally`.
+preprocessing → ASR → enhancement (when needed) → summary (when asked) → COMPLETE | FAILED.
+One model is loaded at a time: each step loads its model and unloads it in `finally`. Each finished
+step's output goes into the `Checkpoint`; when the caller persists checkpoints (`save`, as
+`run_task` does into the task's object store) it is stored before the next step starts, so an
+attempt that dies in the summary resumes there and the ASR does not run again.
 """
 
 from __future__ import annotations
@@ -15,66 +18,56 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from maie.contract import (
-    Feature,
-    LlmVersion,
-    Metrics,
-    ResultDocument,
-    Results,
-    TaskRequest,
-    TaskStatus,
-    Versions,
-    utcnow,
-)
+from maie import checkpoint as records
+from maie.checkpoint import Checkpoint, EnhancementRecord
+from maie.contract import Feature, LlmVersion, ResultDocument, Step, TaskRequest, TaskStatus, utcnow
 from maie.errors import MaieError
 from maie.runner import exports
 from maie.runner.asr import create_asr_backend
 from maie.runner.enhance import enhance, prompt_environment
 from maie.runner.llm import create_llm_backend
-from maie.runner.llm.base import LlmBackend
+from maie.runner.llm.base import GenerationParams, LlmBackend
 from maie.runner.llm.generation import env_options, model_options, resolve
 from maie.runner.preprocess import preprocess
-from maie.runner.progress import ProgressCallback, Reporter, StagePlan
+from maie.runner.progress import Observer, StagePlan, Update
 from maie.runner.summarize import Summarizer
 from maie.runner.transcribe import loading_in_background, transcribe
 from maie.settings import Settings
 from maie.templates import TemplateCatalog
 
-# Called with (stage, fraction 0-1 of that stage): for per-stage progress bars.
-StageProgress = Callable[[TaskStatus, float], None]
+Save = Callable[[Checkpoint], None]
 
-__all__ = ["ProgressCallback", "run_pipeline", "run_text_pipeline"]
+__all__ = ["Observer", "Save", "Update", "run_pipeline"]
 
 
 @dataclass
 class _Run:
-    """What the stages produce, gathered into the result document at the end."""
+    """One attempt: the checkpoint it fills, the plan of its steps, who hears about them."""
 
-    task_id: str
-    request: TaskRequest
-    settings: Settings
-    reporter: Reporter
-    stage_progress: StageProgress | None
-    submitted_at: datetime | None
-    started_at: datetime = field(default_factory=utcnow)
+    checkpoint: Checkpoint
+    plan: StagePlan
+    observer: Observer | None
+    save: Save | None
     t0: float = field(default_factory=time.perf_counter)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    doc: ResultDocument | None = None
+
+    def notify(self, step: Step, fraction: float, event: Any = None) -> None:
+        if self.observer is not None:
+            self.observer(Update(step, fraction, self.plan.percent(step, fraction), event))
 
     @contextmanager
-    def stage(self, status: TaskStatus, name: str) -> Iterator[Callable[[float], None]]:
+    def step(self, step: Step) -> Iterator[Callable[[float], None]]:
         start = time.perf_counter()
-        self.report(status, 0.0)
+        self.notify(step, 0.0, "started")
         try:
-            yield lambda fraction: self.report(status, fraction)
+            yield lambda fraction: self.notify(step, fraction)
         finally:
-            self.stage_seconds[name] = round(time.perf_counter() - start, 3)
-        self.report(status, 1.0)
+            self.checkpoint.stage_seconds[step.value] = round(time.perf_counter() - start, 3)
+        self.notify(step, 1.0, "finished")
 
-    def report(self, status: TaskStatus, fraction: float) -> None:
-        self.reporter(status, fraction)
-        if self.stage_progress is not None:
-            self.stage_progress(status, fraction)
+    def commit(self) -> None:
+        """Store the checkpoint before the next step starts (a crash there loses nothing)."""
+        if self.save is not None:
+            self.save(self.checkpoint)
 
 
 def _llm_backend(request: TaskRequest, settings: Settings, task: str) -> LlmBackend:
@@ -89,7 +82,9 @@ def _llm_backend(request: TaskRequest, settings: Settings, task: str) -> LlmBack
     )
 
 
-def _generation(backend: LlmBackend, request: TaskRequest, settings: Settings, task: str):  # type: ignore[no-untyped-def]
+def _generation(
+    backend: LlmBackend, request: TaskRequest, settings: Settings, task: str
+) -> tuple[GenerationParams, dict[str, str]]:
     config_path = getattr(backend, "generation_config_path", None)
     return resolve(
         runtime=request.llm,
@@ -99,248 +94,164 @@ def _generation(backend: LlmBackend, request: TaskRequest, settings: Settings, t
     )
 
 
-def _llm_stages(
-    run: _Run,
-    text: str,
-    asr_punctuates: bool,
-    report: Callable[[float], None],
-) -> tuple[
-    str, dict[str, Any] | None, float | None, dict[str, Any] | None, LlmVersion | None, LlmVersion | None
-]:
-    """Enhancement (if needed) then summary (if asked). Returns clean text, summary, edit rate,
-    enhancement metrics and the two LLM versions."""
-    request, settings = run.request, run.settings
+def _enhancement(
+    text: str, request: TaskRequest, settings: Settings, report: Callable[[float], None]
+) -> EnhancementRecord:
     env = prompt_environment(str(settings.templates_dir / "prompts"))
-    do_enhance = request.needs_enhancement(settings.enhancement_mode, asr_punctuates)
-    do_summary = Feature.SUMMARY in request.features
-    clean, summary, rate, enh_metrics = text, None, None, None
-    enh_version = sum_version = None
-    split = 0.5 if do_enhance and do_summary else (1.0 if do_enhance else 0.0)
-
-    if do_enhance:
-        start = time.perf_counter()
-        backend = _llm_backend(request, settings, "enhancement")
-        try:
-            backend.load()
-            params, sources = _generation(backend, request, settings, "enhancement")
-            result = enhance(text, backend, params, env, progress=lambda f: report(split * f))
-            enh_version = backend.version("text_enhancement", params, None)
-            enh_version.decoding_params["sources"] = sources
-        finally:
-            backend.unload()
-        clean, rate, enh_metrics = result.text, result.edit_rate, result.metrics()
-        run.stage_seconds["enhancement"] = round(time.perf_counter() - start, 3)
-
-    if do_summary:
-        assert request.template_id is not None
-        catalog = TemplateCatalog(settings.templates_dir)
-        schema = catalog.schema(request.template_id)  # unknown template fails before loading a model
-        start = time.perf_counter()
-        backend = _llm_backend(request, settings, "summary")
-        try:
-            backend.load()
-            params, sources = _generation(backend, request, settings, "summary")
-            summarizer = Summarizer(
-                backend, params, env, settings.llm_summary_max_retries, settings.llm_chunk_tokens
-            )
-            outcome = summarizer.run(
-                clean, request.template_id, schema, progress=lambda f: report(split + (1 - split) * f)
-            )
-            sum_version = backend.version(
-                "summarization",
-                params,
-                {
-                    "template_id": request.template_id,
-                    "schema_title": schema.get("title"),
-                    "constrained_decoding": "JSON Schema without maxLength (lengths enforced after)",
-                    "validation": "jsonschema Draft 2020-12 + content checks",
-                    "max_retries": settings.llm_summary_max_retries,
-                    "chunks": outcome.chunks,
-                    "answer_max_tokens": outcome.answer_tokens,
-                    "llm_calls": outcome.calls,
-                    "attempts": outcome.attempts,
-                },
-            )
-            sum_version.decoding_params["sources"] = sources
-        finally:
-            backend.unload()
-        summary = outcome.summary
-        run.stage_seconds["summary"] = round(time.perf_counter() - start, 3)
-    return clean, summary, rate, enh_metrics, enh_version, sum_version
+    backend = _llm_backend(request, settings, "enhancement")
+    try:
+        backend.load()
+        params, sources = _generation(backend, request, settings, "enhancement")
+        result = enhance(text, backend, params, env, progress=report)
+        version = backend.version("text_enhancement", params, None)
+        version.decoding_params["sources"] = sources
+    finally:
+        backend.unload()
+    return EnhancementRecord(
+        text=result.text, edit_rate=result.edit_rate, metrics=result.metrics(), version=version
+    )
 
 
-def _results(
+def _summary(
+    text: str,
     request: TaskRequest,
-    raw: str,
-    clean: str,
-    summary: dict[str, Any] | None,
-    enh_metrics: dict[str, Any] | None,
-    **extra: Any,
-) -> Results:
-    f = request.features
-    return Results(
-        raw_transcript=raw if Feature.RAW_TRANSCRIPT in f else None,
-        clean_transcript=clean if Feature.CLEAN_TRANSCRIPT in f else None,
-        summary=summary if Feature.SUMMARY in f else None,
-        enhancement_metrics=(enh_metrics or {"edit_rate": 0.0, "skipped": True})
-        if Feature.ENHANCEMENT_METRICS in f
-        else None,
-        **extra,
-    )
+    settings: Settings,
+    schema: dict[str, Any],
+    report: Callable[[float], None],
+) -> tuple[dict[str, Any], LlmVersion]:
+    assert request.template_id is not None
+    env = prompt_environment(str(settings.templates_dir / "prompts"))
+    backend = _llm_backend(request, settings, "summary")
+    try:
+        backend.load()
+        params, sources = _generation(backend, request, settings, "summary")
+        summarizer = Summarizer(
+            backend, params, env, settings.llm_summary_max_retries, settings.llm_chunk_tokens
+        )
+        outcome = summarizer.run(text, request.template_id, schema, progress=report)
+        version = backend.version(
+            "summarization",
+            params,
+            {
+                "template_id": request.template_id,
+                "schema_title": schema.get("title"),
+                "constrained_decoding": "JSON Schema without maxLength (lengths enforced after)",
+                "validation": "jsonschema Draft 2020-12 + content checks",
+                "max_retries": settings.llm_summary_max_retries,
+                "chunks": outcome.chunks,
+                "answer_max_tokens": outcome.answer_tokens,
+                "llm_calls": outcome.calls,
+                "attempts": outcome.attempts,
+            },
+        )
+        version.decoding_params["sources"] = sources
+    finally:
+        backend.unload()
+    return outcome.summary, version
 
 
-def _failed(run: _Run, exc: BaseException, settings: Settings) -> ResultDocument:
+def error_of(exc: BaseException, settings: Settings) -> tuple[str, str]:
+    """(message for people, error code) of a failed step."""
     if isinstance(exc, MaieError):
-        message, code = exc.message, exc.code
-    else:
-        message, code = f"internal error: {type(exc).__name__}: {exc}", "internal_error"
-        if settings.debug:
-            message += "\n" + traceback.format_exc()
-    base = run.doc or ResultDocument(task_id=run.task_id, status=TaskStatus.FAILED)
-    elapsed = round(time.perf_counter() - run.t0, 3)
-    return base.model_copy(
-        update={
-            "status": TaskStatus.FAILED,
-            "progress": None,
-            "submitted_at": run.submitted_at,
-            "started_at": run.started_at,
-            "completed_at": utcnow(),
-            "request": run.request,
-            "error": message,
-            "error_code": code,
-            "metrics": Metrics(processing_time_seconds=elapsed, stage_seconds=run.stage_seconds),
-        }
-    )
+        return exc.message, exc.code
+    message = f"internal error: {type(exc).__name__}: {exc}"
+    if settings.debug:
+        message += "\n" + traceback.format_exc()
+    return message, "internal_error"
 
 
 def run_pipeline(
-    audio_path: Path,
+    audio_path: Path | None,
     request: TaskRequest,
     *,
     settings: Settings,
     task_id: str,
-    submitted_at: datetime | None = None,
-    progress: ProgressCallback | None = None,
-    stage_progress: StageProgress | None = None,
+    checkpoint: Checkpoint | None = None,
+    save: Save | None = None,
+    observer: Observer | None = None,
     work_dir: Path | None = None,
+    submitted_at: datetime | None = None,
+    started_at: datetime | None = None,
 ) -> tuple[ResultDocument, dict[str, str]]:
-    """Process one recording. Returns (result document, exports {filename: text}).
+    """Process one task. Returns (result document, exports {filename: text}).
 
-    Never raises for a task's own failure: a bad input or model error gives a document with
-    status FAILED, `error` (one line for people) and `error_code`.
+    `checkpoint` holds what earlier attempts finished (or, for `maie summarize`, the given text:
+    `Checkpoint(text_input=…)`, then `audio_path` is None). Never raises for a task's own failure: a
+    bad input or model error gives a FAILED document with `error`, `error_code` and everything the
+    finished steps produced.
     """
-    run = _Run(task_id, request, settings, Reporter(StagePlan(), progress), stage_progress, submitted_at)
-    try:
-        # Resolve the ASR model first: a missing model fails before any decoding work.
-        asr = create_asr_backend(request.asr.backend or settings.asr_backend, settings, request.asr)
-        wants_llm = Feature.SUMMARY in request.features or request.needs_enhancement(
-            settings.enhancement_mode, asr.punctuates
-        )
-        if Feature.SUMMARY in request.features and request.template_id:
-            TemplateCatalog(settings.templates_dir).schema(request.template_id)
-        run.reporter.plan = StagePlan(has_audio=True, has_llm=wants_llm)
+    cp = checkpoint or Checkpoint(task_id=task_id)
+    carried = sum(cp.stage_seconds.values())  # work of earlier attempts this one reuses
+    started_at = started_at or utcnow()
+    run = _Run(cp, StagePlan([]), observer, save)
+    summary: dict[str, Any] | None = None
+    summary_version: LlmVersion | None = None
 
-        with loading_in_background(asr) as loading:  # the model loads while the file decodes
-            with run.stage(TaskStatus.PREPROCESSING, "preprocessing") as report:
-                audio = preprocess(Path(audio_path), progress=report)
-            with run.stage(TaskStatus.PROCESSING_ASR, "asr") as report:
-                transcript = transcribe(audio, asr, loading, progress=report, work_dir=work_dir)
-        raw = transcript.text
-        # Kept if a later stage fails: a summary error must not lose the transcript.
-        run.doc = ResultDocument(
-            task_id=task_id,
-            status=TaskStatus.PROCESSING_LLM,
-            audio=audio.info,
-            versions=Versions(pipeline_version=settings.pipeline_version, asr_backend=transcript.version),
-            results=Results(raw_transcript=raw, segments=transcript.segments, language=transcript.language),
-        )
-        clean, summary, rate, enh_metrics, enh_v, sum_v = raw, None, None, None, None, None
-        if wants_llm:
-            with run.stage(TaskStatus.PROCESSING_LLM, "llm") as report:
-                clean, summary, rate, enh_metrics, enh_v, sum_v = _llm_stages(
-                    run, raw, transcript.punctuates, report
-                )
-        elapsed = round(time.perf_counter() - run.t0, 3)
-        doc = ResultDocument(
-            task_id=task_id,
-            status=TaskStatus.COMPLETE,
+    def finish(status: TaskStatus, error: tuple[str, str] | None = None) -> ResultDocument:
+        return records.document(
+            task_id,
+            request,
+            cp,
+            status=status,
+            summary=summary,
+            summary_version=summary_version,
+            pipeline_version=settings.pipeline_version,
+            processing_seconds=carried + time.perf_counter() - run.t0,
             submitted_at=submitted_at,
-            started_at=run.started_at,
-            completed_at=utcnow(),
-            request=request,
-            audio=audio.info,
-            versions=Versions(
-                pipeline_version=settings.pipeline_version,
-                asr_backend=transcript.version,
-                enhancement_llm=enh_v,
-                summarization_llm=sum_v,
-            ),
-            metrics=Metrics(
-                input_duration_seconds=audio.duration,
-                processing_time_seconds=elapsed,
-                rtf=round(elapsed / audio.duration, 4) if audio.duration else None,
-                vad_coverage=transcript.vad_coverage,
-                asr_confidence_avg=transcript.confidence,
-                edit_rate_cleaning=rate if rate is not None else 0.0,
-                stage_seconds=run.stage_seconds,
-            ),
-            results=_results(
-                request,
-                raw,
-                clean,
-                summary,
-                enh_metrics,
-                segments=transcript.segments,
-                language=transcript.language,
-            ),
+            started_at=started_at,
+            error=error[0] if error else None,
+            error_code=error[1] if error else None,
         )
-        run.report(TaskStatus.COMPLETE, 1.0)
-        return doc, exports.render(doc)
-    except Exception as exc:
-        doc = _failed(run, exc, settings)
-        run.report(TaskStatus.FAILED, 1.0)
-        return doc, {}
 
-
-def run_text_pipeline(
-    transcript: str,
-    request: TaskRequest,
-    *,
-    settings: Settings,
-    task_id: str,
-    progress: ProgressCallback | None = None,
-    stage_progress: StageProgress | None = None,
-) -> tuple[ResultDocument, dict[str, str]]:
-    """The LLM stages on an existing transcript (`maie summarize`)."""
-    plan = StagePlan(has_audio=False, has_llm=True)
-    run = _Run(task_id, request, settings, Reporter(plan, progress), stage_progress, None)
     try:
-        if Feature.SUMMARY in request.features and request.template_id:
-            TemplateCatalog(settings.templates_dir).schema(request.template_id)
-        text = " ".join(transcript.split())
-        # A text file carries no capability flag; enhancement runs only when asked ("always").
-        with run.stage(TaskStatus.PROCESSING_LLM, "llm") as report:
-            clean, summary, rate, enh_metrics, enh_v, sum_v = _llm_stages(run, text, True, report)
-        elapsed = round(time.perf_counter() - run.t0, 3)
-        doc = ResultDocument(
-            task_id=task_id,
-            status=TaskStatus.COMPLETE,
-            started_at=run.started_at,
-            completed_at=utcnow(),
-            request=request,
-            versions=Versions(
-                pipeline_version=settings.pipeline_version, enhancement_llm=enh_v, summarization_llm=sum_v
-            ),
-            metrics=Metrics(
-                processing_time_seconds=elapsed,
-                edit_rate_cleaning=rate if rate is not None else 0.0,
-                stage_seconds=run.stage_seconds,
-            ),
-            results=_results(request, text, clean, summary, enh_metrics),
-        )
-        run.report(TaskStatus.COMPLETE, 1.0)
+        asr = None
+        if cp.source_text is None:
+            if audio_path is None:
+                raise MaieError("no audio and no transcript to work on")
+            # Resolve the ASR model first: a missing model fails before any decoding work.
+            asr = create_asr_backend(request.asr.backend or settings.asr_backend, settings, request.asr)
+            punctuates = asr.punctuates
+        else:
+            # A text file carries no capability flag: enhancement runs only when asked ("always").
+            punctuates = cp.transcript.punctuates if cp.transcript is not None else True
+        wants_enhancement = request.needs_enhancement(settings.enhancement_mode, punctuates)
+        wants_summary = Feature.SUMMARY in request.features
+        schema: dict[str, Any] = {}
+        if wants_summary:
+            assert request.template_id is not None
+            # An unknown template fails before any model loads.
+            schema = TemplateCatalog(settings.templates_dir).schema(request.template_id)
+        steps = [Step.PREPROCESSING, Step.ASR] if cp.text_input is None else []
+        steps += [Step.ENHANCEMENT] if wants_enhancement else []
+        steps += [Step.SUMMARY] if wants_summary else []
+        run.plan = StagePlan(steps)
+
+        if asr is not None:
+            assert audio_path is not None
+            with loading_in_background(asr) as loading:  # the model loads while the file decodes
+                with run.step(Step.PREPROCESSING) as report:
+                    audio = preprocess(Path(audio_path), progress=report)
+                with run.step(Step.ASR) as report:
+                    cp.transcript = transcribe(audio, asr, loading, progress=report, work_dir=work_dir)
+            run.commit()
+        else:
+            for step in cp.finished:
+                run.notify(step, 1.0, "resumed")
+        text = cp.source_text or ""
+
+        if wants_enhancement:
+            if cp.enhancement is None:
+                with run.step(Step.ENHANCEMENT) as report:
+                    cp.enhancement = _enhancement(text, request, settings, report)
+                if wants_summary:
+                    run.commit()
+            else:
+                run.notify(Step.ENHANCEMENT, 1.0, "resumed")
+        if wants_summary:
+            source = cp.enhancement.text if cp.enhancement is not None else text
+            with run.step(Step.SUMMARY) as report:
+                summary, summary_version = _summary(source, request, settings, schema, report)
+        doc = finish(TaskStatus.COMPLETE)
         return doc, exports.render(doc)
     except Exception as exc:
-        doc = _failed(run, exc, settings)
-        run.report(TaskStatus.FAILED, 1.0)
-        return doc, {}
+        return finish(TaskStatus.FAILED, error_of(exc, settings)), {}

@@ -7,26 +7,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from maie.contract import AsrVersion, Segment
+from maie.checkpoint import TranscriptRecord
+from maie.contract import Segment
 from maie.runner.asr.base import AsrBackend, AsrInput
 from maie.runner.preprocess import TARGET_SAMPLE_RATE, PreparedAudio, write_wav
-
-
-@dataclass
-class Transcript:
-    segments: list[Segment]
-    language: str | None
-    version: AsrVersion
-    punctuates: bool
-    vad_coverage: float | None
-    confidence: float | None
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text for s in self.segments if s.text)
 
 
 @contextmanager
@@ -50,7 +36,7 @@ def transcribe(
     loading: Future[None],
     progress: Callable[[float], None] | None = None,
     work_dir: Path | None = None,
-) -> Transcript:
+) -> TranscriptRecord:
     """Run the ASR stage with a backend whose model `loading_in_background` is loading (and will
     unload)."""
     if work_dir is not None:
@@ -72,7 +58,8 @@ def transcribe(
         segments.sort(key=lambda s: (s.start, s.end))  # a second pass may fill earlier gaps
         info = backend.result_info()
         version = backend.version()
-    return Transcript(
+    return TranscriptRecord(
+        audio=audio.info,
         segments=segments,
         language=info.language,
         version=version,

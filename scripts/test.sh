@@ -13,7 +13,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 # From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
-(cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" -p maie)
+(cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" -p maie)
 echo "== lint-imports (the layering contract in pyproject.toml)"
 .venv/bin/python scripts/lint_imports.py
 echo "== pytest"

@@ -15,13 +15,13 @@ from maie.api.auth import require_api_key
 from maie.api.backends import Submission
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.logging import request_id_var
 from maie.api.probe import AudioTooShortError, check_audio
 from maie.api.schemas import PROCESS_OPENAPI, ErrorResponse, ProcessResponse
 from maie.api.uploads import receive_form
 from maie.catalog import unavailable_backends
 from maie.contract import TaskRequest, utcnow
 from maie.errors import AudioError
+from maie.logs import request_id_var
 from maie.options import Option, nest, public_name, request_options
 
 log = logging.getLogger("maie.api.process")

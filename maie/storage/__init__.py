@@ -1,8 +1,10 @@
 """Object storage behind one interface: a local directory (embedded) or S3/MinIO (kubernetes).
 
-Key layout, the same in both: audio/{id}/raw.{ext}, results/{id}/result.json, results/{id}/<export>.
+Key layout (`TaskKeys`): audio/{id}/raw.{ext} and results/{id}/… embedded; audio/{ns}/{id}/… and
+results/{ns}/{id}/… in Kubernetes mode. results/ holds result.json, the exports, and the runner's
+progress.json and checkpoint.json.
 """
 
-from maie.storage.base import ObjectStore, audio_key, result_key, results_prefix
+from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
 
-__all__ = ["ObjectStore", "audio_key", "result_key", "results_prefix"]
+__all__ = ["ObjectNotFound", "ObjectStore", "TaskKeys"]

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from maie.storage.base import ObjectNotFound
@@ -72,20 +71,6 @@ class LocalObjectStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def put_chunks(self, key: str, chunks: Iterator[bytes], content_type: str | None = None) -> int:
-        target = self.path_for(key)
-        tmp = self._tmp_for(target)
-        written = 0
-        try:
-            with tmp.open("wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
-                    written += len(chunk)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return written
-
     # --- reads --------------------------------------------------------------------------
     def get_bytes(self, key: str) -> bytes:
         path = self.path_for(key)
@@ -100,6 +85,10 @@ class LocalObjectStore:
             raise ObjectNotFound(key)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, path)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self.path_for(key)
+        return path if path.is_file() else None
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()

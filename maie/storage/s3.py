@@ -7,7 +7,6 @@ which one they have. Streams in parts: an upload or a download is never held who
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,34 +20,7 @@ from maie.storage.base import ObjectNotFound
 if TYPE_CHECKING:
     from maie.settings import Settings
 
-PART_SIZE = 16 * 1024 * 1024  # multipart part size for streams of unknown length (S3 minimum: 5 MiB)
 _MISSING = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
-
-
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of an iterator of chunks, for put_object(length=-1); counts the bytes."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-        self.total = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
-        while size < 0 or len(self._buffer) < size:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                break
-            self.total += len(chunk)
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
 
 
 class S3ObjectStore:
@@ -115,18 +87,6 @@ class S3ObjectStore:
             content_type=content_type or "application/octet-stream",
         )
 
-    def put_chunks(self, key: str, chunks: Iterator[bytes], content_type: str | None = None) -> int:
-        reader = _ChunkReader(chunks)
-        self.client.put_object(
-            self.bucket,
-            key,
-            reader,  # type: ignore[arg-type]
-            -1,
-            content_type=content_type or "application/octet-stream",
-            part_size=PART_SIZE,
-        )
-        return reader.total
-
     # --- reads ----------------------------------------------------------------------------
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -145,6 +105,9 @@ class S3ObjectStore:
             self.client.fget_object(self.bucket, key, str(path))
         except S3Error as exc:
             raise self._not_found(exc, key) from exc
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     def exists(self, key: str) -> bool:
         try:

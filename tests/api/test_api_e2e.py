@@ -31,7 +31,7 @@ from maie.api.task_store import TaskStore
 
 def worker_pids(server: ApiServer) -> list[int]:
     children = psutil.Process(server.pid).children(recursive=True)
-    return [p.pid for p in children if "maie.api.worker" in " ".join(p.cmdline())]
+    return [p.pid for p in children if "maie.runner.task" in " ".join(p.cmdline())]
 
 
 def store_of(server: ApiServer) -> TaskStore:
@@ -90,8 +90,13 @@ def test_transcribe_and_summarize_end_to_end(client: httpx.Client, server: ApiSe
     stored = json.loads((objects / "results" / task_id / "result.json").read_text())
     assert stored["results"] == results and stored["status"] == "COMPLETE"
     assert (objects / "audio" / task_id / "raw.flac").read_bytes() == STEW.read_bytes()
-    for key in doc["exports"].values():
-        assert (objects / key).is_file(), key
+    assert set(doc["exports"]) == {"transcript.srt", "transcript.vtt", "transcript.txt"}
+    for name in doc["exports"]:
+        assert (objects / "results" / task_id / name).is_file(), name
+    # The runner's history: one attempt, each step started and finished once, in order.
+    steps = [(e["event"], e["step"]) for e in doc["history"] if e["step"]]
+    assert steps == [(ev, st) for st in ("preprocessing", "asr", "summary") for ev in ("started", "finished")]
+    assert doc["attempts"] == 1
 
 
 def test_raw_transcript_only(client: httpx.Client) -> None:
@@ -137,8 +142,50 @@ def test_worker_killed_mid_task_is_retried_and_api_stays_up(client: httpx.Client
     doc = wait_for(client, task_id, {"COMPLETE"})
     assert wer(JFK_TEXT, doc["results"]["raw_transcript"]) <= 0.15
     events = store_of(server).events(task_id)
-    assert [k for _, k, _ in events] == ["claimed", "requeued", "claimed", "finished"], events
-    assert events[-1][0] == 2  # finished on the second attempt
+    queue = [(attempt, kind) for attempt, kind, _ in events if not kind.startswith("step_")]
+    assert queue == [(1, "claimed"), (1, "requeued"), (2, "claimed"), (2, "finished")], events
+
+
+def _kill_in_summary(client: httpx.Client, server: ApiServer, task_id: str) -> None:
+    """SIGKILL the worker, by its PID, while the task is in the summary step of PROCESSING_LLM."""
+    doc = wait_for(client, task_id, {"PROCESSING_LLM"}, timeout=300)
+    deadline = time.monotonic() + 60
+    while doc.get("step") != "summary" and time.monotonic() < deadline:
+        doc = client.get(f"/v1/status/{task_id}").json()
+        time.sleep(0.05)
+    assert doc.get("step") == "summary", doc
+    (pid,) = worker_pids(server)
+    psutil.Process(pid).kill()
+
+
+def test_worker_killed_in_the_llm_stage_resumes_without_repeating_the_asr(
+    client: httpx.Client, server: ApiServer
+) -> None:
+    task_id = submit(client, JFK, ["raw_transcript", "summary"], template_id="meeting_notes_v1")
+    _kill_in_summary(client, server, task_id)
+    doc = wait_for(client, task_id, {"COMPLETE"}, timeout=600)
+    assert wer(JFK_TEXT, doc["results"]["raw_transcript"]) <= 0.15 and doc["results"]["summary"]
+    # The stored events say the ASR ran once; the second attempt resumed after it.
+    events = store_of(server).events(task_id)
+    started = [(attempt, detail) for attempt, kind, detail in events if kind == "step_started"]
+    assert started.count((1, "asr")) == 1 and (2, "asr") not in started, events
+    assert (1, "summary") in started and (2, "summary") in started
+    assert (2, "step_resumed", "asr") in events
+    assert doc["attempts"] == 2
+    assert [e["step"] for e in doc["history"] if e["event"] == "resumed"] == ["preprocessing", "asr"]
+
+
+def test_out_of_attempts_the_failed_document_keeps_the_transcript(data_dir: Path) -> None:
+    with running_server(data_dir, secret_api_key="k-once", max_attempts=1) as srv, srv.client() as c:
+        task_id = submit(c, JFK, ["raw_transcript", "summary"], template_id="meeting_notes_v1")
+        _kill_in_summary(c, srv, task_id)
+        doc = wait_for(c, task_id, {"FAILED"}, timeout=60)
+    assert doc["error_code"] == "worker_crashed"
+    assert doc["error"].startswith("the summary stage was killed (SIGKILL"), doc["error"]
+    assert "attempt 1 of MAX_ATTEMPTS=1" in doc["error"]
+    assert wer(JFK_TEXT, doc["results"]["raw_transcript"]) <= 0.15
+    assert doc["versions"]["asr_backend"]["name"] == "whisper" and doc["audio"]["duration"] > 10
+    assert doc["metrics"]["stage_seconds"]["asr"] > 0
 
 
 def test_delete_finished_task_removes_results(client: httpx.Client, server: ApiServer) -> None:

@@ -14,14 +14,16 @@ import httpx
 import pytest
 from api_support import LIBRI
 
+from maie import checkpoint as records
 from maie.api.app import create_app
 from maie.api.auth import resolve_api_key
-from maie.api.backends import EmbeddedBackend
-from maie.api.logging import JsonFormatter, RequestIdFilter, request_id_var
+from maie.api.embedded_backend import EmbeddedBackend
 from maie.api.task_store import DONE, QUEUED, RUNNING, TaskStore
-from maie.contract import TaskStatus
+from maie.checkpoint import Checkpoint, TranscriptRecord
+from maie.contract import AsrVersion, AudioInfo, ResultDocument, Segment, TaskStatus
+from maie.logs import JsonFormatter, RequestIdFilter, request_id_var
 from maie.settings import Settings
-from maie.storage.base import ObjectNotFound, ObjectStore
+from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
 from maie.storage.local import LocalObjectStore
 
 
@@ -29,8 +31,9 @@ from maie.storage.local import LocalObjectStore
 def test_local_store_key_layout_and_round_trip(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path / "objects")
     assert isinstance(store, ObjectStore)
-    written = store.put_chunks("audio/t1/raw.flac", iter([b"ab", b"cd"]))
-    assert written == 4 and store.get_bytes("audio/t1/raw.flac") == b"abcd"
+    store.put_bytes("audio/t1/raw.flac", b"abcd")
+    assert store.get_bytes("audio/t1/raw.flac") == b"abcd"
+    assert store.local_path("audio/t1/raw.flac") == tmp_path / "objects" / "audio" / "t1" / "raw.flac"
     assert (tmp_path / "objects" / "audio" / "t1" / "raw.flac").is_file()
     store.put_bytes("results/t1/result.json", b"{}")
     store.put_file("results/t1/transcript.txt", LIBRI)
@@ -93,8 +96,7 @@ def test_a_superseded_attempt_can_neither_report_nor_finish(tmp_path: Path) -> N
     assert store.requeue("a", 1, "worker died")
     second = store.claim_next()
     assert second is not None and second.attempts == 2
-    # The first run (say, an orphan that survived) reports late: ignored, and cannot complete the task.
-    assert not store.report_progress("a", 1, TaskStatus.PROCESSING_ASR, 50)
+    # The first run (say, an orphan that survived) ends late: it cannot complete the task.
     assert not store.finish("a", 1, TaskStatus.COMPLETE, "{}", None, None)
     assert store.finish("a", 2, TaskStatus.COMPLETE, "{}", None, None)
     assert not store.finish("a", 2, TaskStatus.COMPLETE, "{}", None, None)  # never twice
@@ -102,19 +104,35 @@ def test_a_superseded_attempt_can_neither_report_nor_finish(tmp_path: Path) -> N
     assert kinds == ["claimed", "requeued", "claimed", "finished"]
 
 
-def test_recover_requeues_then_gives_up_after_max_attempts(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path / "t.sqlite3")
-    _add(store, "a")
+async def test_restart_requeues_then_fails_keeping_what_finished_stages_stored(tmp_path: Path) -> None:
+    """A service killed while a task runs: the task goes back to the queue (attempt counted); out of
+    attempts it is FAILED, and the document keeps the transcript its checkpoint holds."""
+    backend = EmbeddedBackend(_settings(tmp_path, max_attempts=2))
+    _add(backend.store, "a")
+    keys = TaskKeys("a")
+    segment = Segment(start=0.0, end=2.0, text="He could wait no longer.")
+    version = AsrVersion(
+        name="whisper", model_variant="tiny.en", model_path="/m", checkpoint_hash="h", compute_type="int8",
+        device="cpu", decoding_params={}, inference="sequential",
+    )  # fmt: skip
+    audio = AudioInfo(format="flac", codec="flac", duration=2.0, sample_rate=16000, channels=1)
+    transcript = TranscriptRecord(
+        audio=audio, segments=[segment], language="en", version=version, punctuates=True
+    )
+    records.write(backend.objects, keys.checkpoint, Checkpoint(task_id="a", transcript=transcript))
     for attempt in (1, 2):
-        assert store.claim_next() is not None
-        assert store.recover(max_attempts=3) == (["a"], [])
-        row = store.get("a")
-        assert row is not None and row.state == QUEUED and row.attempts == attempt
-    assert store.claim_next() is not None
-    assert store.recover(max_attempts=3) == ([], ["a"])
-    row = store.get("a")
-    assert row is not None and row.state == DONE and row.status is TaskStatus.FAILED
-    assert row.error_code == "max_attempts_exceeded" and "3 attempts" in (row.error or "")
+        assert backend.store.claim_next() is not None
+        await backend.executor.recover()  # what a restarted service does first
+        row = backend.store.get("a")
+        assert row is not None and row.attempts == attempt
+        if attempt == 1:
+            assert row.state == QUEUED
+    assert row.state == DONE and row.status is TaskStatus.FAILED and row.error_code == "max_attempts_exceeded"
+    assert "the service restarted" in (row.error or "") and "attempt 2 of MAX_ATTEMPTS=2" in (row.error or "")
+    doc = ResultDocument.model_validate_json(row.document or "")
+    assert doc.results is not None and doc.results.raw_transcript == "He could wait no longer."
+    assert doc.versions is not None and doc.versions.asr_backend is not None
+    assert json.loads(backend.objects.get_bytes(keys.result()))["status"] == "FAILED"
 
 
 # --- expiry and health through the embedded backend ----------------------------------------------

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.web
 import attrs
 import kmock
 import kopf
@@ -24,12 +25,61 @@ from maie.settings import Settings
 T = TypeVar("T")
 
 
+@attrs.frozen
+class Invalid(kmock.KubernetesError):
+    status: int = 422
+    reason: str = "Invalid"
+    message: str = ""
+
+
+@attrs.frozen
+class Conflict(kmock.KubernetesError):
+    status: int = 409
+    reason: str = "Conflict"
+    message: str = (
+        "the object has been modified; please apply your changes to the latest version and try again"
+    )
+
+
+def _invalid_quantities(job: dict[str, Any]) -> str | None:
+    """What a real API server's validation says of a Job whose resources are not quantities."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    for i, container in enumerate(containers):
+        for kind, values in (container.get("resources") or {}).items():
+            for name, value in (values or {}).items():
+                try:
+                    parse_quantity(value)
+                except ValueError:
+                    field = f"spec.template.spec.containers[{i}].resources.{kind}[{name}]"
+                    return (
+                        f'Job.batch "{job["metadata"]["name"]}" is invalid: {field}: '
+                        f'Invalid value: "{value}": '
+                        "must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+                    )
+    return None
+
+
 @attrs.define(kw_only=True)
 class ApiServerLike(kmock.KubernetesEmulator):
-    """KMock plus what a real API server sets on create: a name from generateName (kopf's Events),
-    uid, resourceVersion, generation and creationTimestamp (KMock leaves them out)."""
+    """KMock plus what a real API server does that the tests rely on: on create, a name from
+    generateName (kopf's Events), uid, resourceVersion, generation and creationTimestamp; PUT with
+    optimistic concurrency on resourceVersion (the leader-election Lease); and the schema validation
+    that refuses a Job whose resources are not quantities (422)."""
 
     async def _handle(self, request: Any) -> Any:
+        if request.resource is not None and request.method == kmock.method.PUT and request.name:
+            return await self._replace(request)
+        if (
+            request.resource is not None
+            and request.action == kmock.action.CREATE
+            and request.resource.plural == "jobs"
+            and isinstance(request.data, dict)
+        ):
+            problem = _invalid_quantities(request.data)
+            if problem:
+                raise Invalid(message=problem)
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -40,6 +90,23 @@ class ApiServerLike(kmock.KubernetesEmulator):
             meta.setdefault("generation", 1)
             meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         return await super()._handle(request)
+
+    async def _replace(self, request: Any) -> Any:
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                raise kmock.KubernetesObjectNotFoundError()
+            stored = self._objects[key]
+            current = str((stored.get("metadata") or {}).get("resourceVersion") or "1")
+            sent = str((request.data.get("metadata") or {}).get("resourceVersion") or current)
+            if sent != current:
+                raise Conflict()
+            data = dict(request.data)
+            data["metadata"] = {**(data.get("metadata") or {}), "resourceVersion": str(int(current) + 1)}
+            stored.patch(data)
+            raw = stored.raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
 
 TX = "maie.io/v1alpha1/transcriptions"
@@ -91,7 +158,7 @@ def tx_body(name: str, spec: dict[str, Any] | None = None, *, uid: str | None = 
 
 
 # ---- end to end: the cluster config helm installs, the kubelet, the Job controller ----
-def e2e_settings(s3_endpoint: str, bucket: str) -> Settings:
+def e2e_settings(s3_endpoint: str, bucket: str, **extra: Any) -> Settings:
     return Settings(
         operator_runner_image="registry.example/maie-runner:test",
         operator_gpu_count=0,  # a CPU cluster: the kind setup
@@ -101,6 +168,9 @@ def e2e_settings(s3_endpoint: str, bucket: str) -> Settings:
         runner_status_interval=0.5,
         s3_endpoint=s3_endpoint,
         s3_bucket=bucket,
+        s3_access_key="testing",  # the operator reads the runner's progress and results
+        s3_secret_key="testing",
+        **extra,
     )
 
 
@@ -160,19 +230,26 @@ def container_env(kube: Any, job: dict[str, Any], volumes_root: Path) -> dict[st
     return env
 
 
-async def run_as_kubelet(kube: Any, job: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
-    """Run the Job's container command as a process, with its env and the API via KUBECONFIG."""
-    container = job["spec"]["template"]["spec"]["containers"][0]
+def kubelet_command(kube: Any, job: dict[str, Any], tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The Job's container command and env as the kubelet would run it. No KUBECONFIG, no token: the
+    runner pod has no Kubernetes credentials (automountServiceAccountToken: false)."""
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False
+    container = pod_spec["containers"][0]
     command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:]]
     env = {
         "PATH": os.environ["PATH"],
-        "KUBECONFIG": os.environ["KUBECONFIG"],
         **container_env(kube, job, tmp_path),
         "MODELS_DIR": str(tmp_path / "models"),
     }
+    return [*command, *container.get("args", [])], env
+
+
+async def run_as_kubelet(kube: Any, job: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
+    """Run the Job's container command as a process, with its env."""
+    command, env = kubelet_command(kube, job, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         *command,
-        *container["args"],
         env=env,
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,

@@ -7,6 +7,7 @@ cluster (`kind load docker-image …`); MAIE_TEST_VALUES names a values file (de
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -78,5 +79,99 @@ def test_chart_installs_and_helm_test_transcribes_a_clip(cluster: tuple[str, str
         listing = subprocess.run([kubectl, "get", "tx", "-n", namespace], capture_output=True, text=True)
         assert "Succeeded" in listing.stdout, listing.stdout
     finally:
+        subprocess.run([helm, "uninstall", release, "-n", namespace, "--wait"], capture_output=True)
+        subprocess.run([kubectl, "delete", "namespace", namespace, "--wait=false"], capture_output=True)
+
+
+AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
+
+
+def test_default_values_run_the_example_manifest_to_succeeded(cluster: tuple[str, str]) -> None:
+    """`helm install` with the chart's defaults (GPU runner, large-v3-turbo, vLLM + Qwen3-4B in the
+    Job, the model loader filling a ReadWriteMany PVC from Hugging Face), then the kubectl path:
+    upload the audio to MinIO and apply examples/transcription.yaml; it must reach Succeeded.
+
+    Needs a GPU cluster with a ReadWriteMany default storage class and network to huggingface.co:
+    opt in with MAIE_TEST_GPU_CLUSTER=1 (MAIE_TEST_DEFAULTS_VALUES may name a values file with
+    only what the cluster needs, e.g. image registry or storage class; never models or backends).
+    """
+    if os.environ.get("MAIE_TEST_GPU_CLUSTER") != "1":
+        pytest.skip("set MAIE_TEST_GPU_CLUSTER=1 on a GPU cluster with ReadWriteMany storage and HF access")
+    if not AUDIO.is_file():
+        pytest.skip(f"recording not found: {AUDIO}")
+    import socket
+    import time
+
+    from maie.storage.s3 import S3ObjectStore
+
+    kubectl, helm = cluster
+    namespace = f"maie-defaults-{uuid.uuid4().hex[:6]}"
+    extra = os.environ.get("MAIE_TEST_DEFAULTS_VALUES")
+    release = "maie"
+    forward: subprocess.Popen[str] | None = None
+
+    def kube(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "-n", namespace, *args], capture_output=True, text=True, timeout=timeout
+        )
+
+    try:
+        install = subprocess.run(
+            [helm, "install", release, str(CHART), "-n", namespace, "--create-namespace", "--wait"]
+            + ["--timeout", "90m"]
+            + (["-f", extra] if extra else []),
+            capture_output=True,
+            text=True,
+        )
+        assert install.returncode == 0, install.stderr
+        loaded = kube(
+            "wait",
+            "--for=condition=complete",
+            "job",
+            "-l",
+            "app.kubernetes.io/component=model-loader",
+            "--timeout=90m",
+            timeout=95 * 60,
+        )
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        forward = subprocess.Popen(
+            [kubectl, "-n", namespace, "port-forward", f"svc/{release}-minio", f"{port}:9000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(3)
+
+        def secret(key: str) -> str:
+            out = kube("get", "secret", release, "-o", f"jsonpath={{.data.{key}}}")
+            return base64.b64decode(out.stdout).decode()
+
+        store = S3ObjectStore(
+            f"127.0.0.1:{port}",
+            "maie",
+            access_key=secret("S3_ACCESS_KEY"),
+            secret_key=secret("S3_SECRET_KEY"),
+        )
+        store.put_file("audio/jfk-inaugural/raw.flac", AUDIO, "audio/flac")
+        applied = kube("apply", "-f", str(ROOT / "examples" / "transcription.yaml"))
+        assert applied.returncode == 0, applied.stderr
+        done = kube(
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "transcription/jfk-inaugural",
+            "--timeout=30m",
+            timeout=31 * 60,
+        )
+        described = kube("get", "transcription", "jfk-inaugural", "-o", "yaml").stdout
+        assert done.returncode == 0, described
+        assert "resultUri: s3://maie/results/" in described
+    finally:
+        if forward is not None:
+            forward.terminate()
+        kube("delete", "transcriptions", "--all", "--wait=true", timeout=300)  # before the operator goes
         subprocess.run([helm, "uninstall", release, "-n", namespace, "--wait"], capture_output=True)
         subprocess.run([kubectl, "delete", "namespace", namespace, "--wait=false"], capture_output=True)

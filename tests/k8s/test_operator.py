@@ -214,7 +214,10 @@ async def test_per_resource_overrides_win_and_gpu_count_zero_means_cpu(kube: Any
             "resources": {"limits": {"cpu": 4}},
         },
     }
-    async with running_operator(op_settings(), [NS]):
+    # nodeSelector and resources only because the platform team allows them; the numbers are lower
+    # than the operator's own (always allowed).
+    allowed = op_settings(operator_allowed_job_overrides=["nodeSelector", "resources"])
+    async with running_operator(allowed, [NS]):
         job = obj(kube, JOBS, await started(kube, "tx-cpu", spec))
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 60)
     assert job["spec"]["ttlSecondsAfterFinished"] == 5

