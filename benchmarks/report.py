@@ -129,7 +129,7 @@ def write_report(
         "wct2 = the `whisper-ctranslate2` CLI (own venv, same model directory).",
         "- Wall time includes model load. maie and bare are timed inside their process (imports "
         "excluded); wct2 is the whole CLI process (interpreter start and imports included, ~1–2 s).",
-        "- WER after lower-casing and removing punctuation (jiwer); references from shared/data. "
+        "- WER after lower-casing and removing punctuation (jiwer); references from the data MANIFESTs. "
         "'WER (Whisper norm.)' uses Whisper's English text normaliser (package whisper-normalizer) "
         'instead, which also unifies numbers and spellings ("2,046,343" = "2 million 46 343").',
         "",
