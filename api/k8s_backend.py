@@ -17,13 +17,13 @@ from typing import Any
 
 from maie import checkpoint as records
 from maie.api.backends import BackendHealth, CancelOutcome, Submission
-from maie.api.bucket import BucketCreator
 from maie.api.schemas import CheckResult
 from maie.checkpoint import Progress
 from maie.contract import ResultDocument
 from maie.kube import Kube
 from maie.settings import Settings
 from maie.storage.base import ObjectNotFound, TaskKeys
+from maie.storage.bucket import BucketCreator
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import (
     API_VERSION,

@@ -41,6 +41,7 @@ from maie.operator.jobs import OverrideNotAllowed, build_job, refused_overrides
 from maie.settings import Settings
 from maie.storage.access import AudioAccessError, check_audio_location
 from maie.storage.base import ObjectNotFound, TaskKeys
+from maie.storage.bucket import BucketCreator
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import (
     ANNOTATION_UID,
@@ -102,6 +103,7 @@ class Context:
     store: S3ObjectStore | None = None
     pending: dict[Key, float] = field(default_factory=dict)
     queue_task: asyncio.Task[None] | None = None
+    bucket: BucketCreator | None = None
     _admission: asyncio.Lock | None = None
     _locks: dict[Key, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
@@ -192,21 +194,21 @@ def _api_message(exc: ApiException) -> str:
 # --------------------------------------------------------------------------------------
 # admission
 # --------------------------------------------------------------------------------------
-def _start_job(ctx: Context, entry: TxEntry) -> bool | None:
-    """Create the runner Job of one queued resource. True: done with it (started or refused);
-    None: the API server is in trouble (try later)."""
+def _start_job(ctx: Context, entry: TxEntry) -> str | None:
+    """Create the runner Job of one queued resource: "started", "refused" (it failed alone),
+    "skipped" (no longer queued), or None when the API server is in trouble (try later)."""
     raw = ctx.api.get_transcription(entry.namespace, entry.name)
     if raw is None:
-        return True
+        return "skipped"
     tx = Transcription.model_validate(raw)
     if tx.status.phase is not Phase.QUEUED or tx.metadata.get("deletionTimestamp"):
-        return True
+        return "skipped"
     try:
         job = build_job(tx, ctx.settings)
     except OverrideNotAllowed as exc:  # allowed when it queued; the settings changed since
         refusal = exc.message
         update(ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, refusal), []), uid=entry.uid)
-        return True
+        return "refused"
     job_name = job["metadata"]["name"]
     try:
         created = ctx.api.create_job(tx.namespace, job)
@@ -217,12 +219,12 @@ def _start_job(ctx: Context, entry: TxEntry) -> bool | None:
             update(
                 ctx, tx.namespace, tx.name, lambda t: (st.job_refused(t.status, message), []), uid=entry.uid
             )
-            return True
+            return "refused"
         log.warning("could not create the Job of %s/%s yet: %s", tx.namespace, tx.name, exc.reason)
         return None
     events = [st.Event("Normal", "JobCreated", f"runner Job {job_name}")] if created else []
     update(ctx, tx.namespace, tx.name, lambda t: (st.job_created(t.status, job_name), events), uid=entry.uid)
-    return True
+    return "started"
 
 
 async def admit(
@@ -255,11 +257,15 @@ async def admit(
             ),
             key=lambda e: (e.created, e.submitted, e.name),
         )
-        for entry in waiting[:free]:
+        for entry in waiting:
+            if free <= 0:
+                return
             outcome = await asyncio.to_thread(_start_job, ctx, entry)
             if outcome is None:
                 return
-            ctx.pending[(entry.namespace, entry.name)] = time.monotonic()
+            if outcome == "started":
+                ctx.pending[(entry.namespace, entry.name)] = time.monotonic()
+                free -= 1
 
 
 def _admission_problem(
@@ -421,11 +427,16 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                     log.exception("admission failed; retrying")
 
         ctx.queue_task = asyncio.create_task(loop(), name="maie-queue")
+        # Installs without the API (kubectl only) still need the bucket the runners write to.
+        ctx.bucket = BucketCreator(ctx.objects)
+        ctx.bucket.start()
 
     @kopf.on.cleanup(registry=registry)
     async def stop_queue(**_: Any) -> None:
         if ctx.queue_task is not None:
             ctx.queue_task.cancel()
+        if ctx.bucket is not None:
+            await ctx.bucket.stop()
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="schedule")
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="reschedule")

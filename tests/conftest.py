@@ -6,12 +6,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.recordings import REPO, SHARED_DATA, Recording, all_recordings, find, why_missing
+
+if TYPE_CHECKING:
+    from maie.storage.s3 import S3ObjectStore
 
 __all__ = ["REPO", "SHARED_DATA", "Recording", "data_file", "recording"]
 
@@ -49,6 +56,45 @@ def wer(reference: str, hypothesis: str) -> float:
     import jiwer
 
     return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
+
+
+# --------------------------------------------------------------------------------------
+# A real S3-protocol server (moto's server mode), used by the Kubernetes-mode tests and by the runner
+# tests that run against both of the runner's stores.
+# --------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1: a real S3 HTTP API (any credentials, plain HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3_store(s3_endpoint: str) -> S3ObjectStore:
+    """A fresh bucket per test."""
+    from maie.storage.s3 import S3ObjectStore
+
+    return S3ObjectStore(
+        s3_endpoint,
+        f"maie-{uuid.uuid4().hex[:12]}",
+        access_key="testing",
+        secret_key="testing",
+        secure=False,
+        create_bucket=True,
+    )
 
 
 def _cuda() -> bool:

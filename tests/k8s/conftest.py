@@ -6,9 +6,6 @@ minio client, and the API server is KMock speaking the Kubernetes API over HTTP.
 
 from __future__ import annotations
 
-import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,43 +13,8 @@ import pytest
 import yaml
 from k8s_support import TX, ApiServerLike
 
-from maie.storage.s3 import S3ObjectStore
-
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "transcription.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto in server mode on 127.0.0.1: a real S3 HTTP API (any credentials, plain HTTP)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
-def s3_store(s3_endpoint: str) -> S3ObjectStore:
-    """A fresh bucket per test."""
-    return S3ObjectStore(
-        s3_endpoint,
-        f"maie-{uuid.uuid4().hex[:12]}",
-        access_key="testing",
-        secret_key="testing",
-        secure=False,
-        create_bucket=True,
-    )
 
 
 @pytest.fixture(scope="session")

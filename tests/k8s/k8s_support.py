@@ -53,9 +53,9 @@ def _invalid_quantities(job: dict[str, Any]) -> str | None:
                     parse_quantity(value)
                 except ValueError:
                     field = f"spec.template.spec.containers[{i}].resources.{kind}[{name}]"
+                    name_ = job["metadata"]["name"]
                     return (
-                        f'Job.batch "{job["metadata"]["name"]}" is invalid: {field}: '
-                        f'Invalid value: "{value}": '
+                        f'Job.batch "{name_}" is invalid: {field}: Invalid value: "{value}": '
                         "must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
                     )
     return None
@@ -153,7 +153,7 @@ def tx_body(name: str, spec: dict[str, Any] | None = None, *, uid: str | None = 
         "kind": "Transcription",
         "metadata": {"name": name, "namespace": NS, "uid": uid or str(uuid.uuid4()), "resourceVersion": "1"},
         "spec": spec
-        or {"audio": {"uri": f"s3://maie/audio/{name}/raw.flac"}, "features": ["raw_transcript"]},
+        or {"audio": {"uri": f"https://media.example/{name}.flac"}, "features": ["raw_transcript"]},
     }
 
 

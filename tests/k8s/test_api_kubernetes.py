@@ -83,10 +83,10 @@ async def test_submit_run_and_read_the_result(
         task_id = response.json()["task_id"]
         name = resource_name_for_task(task_id)
 
-        # The upload is in S3 under the contract's key; the resource points at it.
-        assert s3_store.exists(f"audio/{task_id}/raw.flac")
+        # The upload is in S3 under the contract's key (namespace first); the resource points at it.
+        assert s3_store.exists(f"audio/{NS}/{task_id}/raw.flac")
         resource = dict(kube.objects[TX, NS, name].raw)
-        assert resource["spec"]["audio"]["uri"] == f"s3://{s3_store.bucket}/audio/{task_id}/raw.flac"
+        assert resource["spec"]["audio"]["uri"] == f"s3://{s3_store.bucket}/audio/{NS}/{task_id}/raw.flac"
         assert resource["spec"]["taskId"] == task_id and resource["spec"]["features"] == ["raw_transcript"]
 
         early = (await api.get(f"/v1/status/{task_id}", headers=KEY)).json()
@@ -133,5 +133,5 @@ async def test_unknown_task_is_404_and_cancel_deletes_resource_and_files(
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["cancelled"] is True and cancelled.json()["files_removed"] == 1
     assert kube.objects[TX, NS, resource_name_for_task(task_id)].deleted
-    assert not s3_store.exists(f"audio/{task_id}/raw.flac")
+    assert not s3_store.exists(f"audio/{NS}/{task_id}/raw.flac")
     assert (await api.get(f"/v1/status/{task_id}", headers=KEY)).status_code == 404

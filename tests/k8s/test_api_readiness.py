@@ -14,10 +14,10 @@ import httpx
 import pytest
 from k8s_support import NS, TX
 
-from maie.api import bucket
 from maie.api.app import create_app
 from maie.api.k8s_backend import KubernetesBackend
 from maie.settings import Settings
+from maie.storage import bucket
 from maie.storage.s3 import S3ObjectStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -68,7 +68,7 @@ async def test_bucket_appears_when_s3_comes_up_and_readiness_follows(
     backend = KubernetesBackend(settings)
     app = create_app(settings, backend=backend)
     probe = S3ObjectStore(endpoint, "maie-late", access_key="testing", secret_key="testing")
-    caplog.set_level(logging.INFO, logger="maie.api.bucket")
+    caplog.set_level(logging.INFO, logger="maie.storage.bucket")
     await backend.start()  # must not wait for S3, nor give up on it
     server: ThreadedMotoServer | None = None
     try:

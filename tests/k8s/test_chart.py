@@ -551,7 +551,7 @@ def test_defaults_form_a_working_whole(name: str, tmp_path: Path, monkeypatch: p
         {
             "metadata": {"name": "t", "namespace": "maie", "uid": "u"},
             "spec": {
-                "audio": {"uri": "s3://maie/audio/t/raw.flac"},
+                "audio": {"uri": "s3://maie/audio/maie/t/raw.flac"},
                 "features": default_features,
                 "templateId": "meeting_notes_v1",
             },
@@ -608,7 +608,13 @@ def test_defaults_form_a_working_whole(name: str, tmp_path: Path, monkeypatch: p
     # The runner's settings: the runner ConfigMap, overridden by the Job's own env (as the kubelet
     # does), with the models volume's mount path standing for the downloaded tree.
     env = dict(runner_cm)
-    env.update({e["name"]: e["value"] for e in runner["env"] if "value" in e and e["name"] != "HOME"})
+    env.update(
+        {
+            e["name"]: e["value"]
+            for e in runner["env"]
+            if "value" in e and e["name"] not in ("HOME", "MAIE_TASK")
+        }
+    )
     env["MODELS_DIR"] = str(models_root)
     env["CACHE_DIR"] = str(tmp_path / "cache")
     env["DATA_DIR"] = str(tmp_path / "data")

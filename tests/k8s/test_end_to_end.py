@@ -5,9 +5,7 @@ result.json in S3 (moto) → the operator copies them into the resource → Succ
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ from k8s_support import (
     e2e_settings,
     eventually,
     job_complete,
-    kubelet_command,
     put,
     run_as_kubelet,
     running_operator,
@@ -80,63 +77,6 @@ async def test_transcription_runs_through_the_runner_job(
         f"audio/{NS}",
         f"results/{NS}",
     }
-
-
-async def test_a_pod_retry_resumes_after_the_asr(
-    kube: Any, s3_store: S3ObjectStore, s3_endpoint: str, tmp_path: Path
-) -> None:
-    """`maie run-task` run twice, the first killed (SIGKILL) in the LLM stage: the second resumes
-    from the checkpoint, the ASR ran once (progress.json's history says so), and the result is whole."""
-    audio = recording("en_jfk_inaugural.flac").path
-    task = "jfk-retry"
-    s3_store.put_file(f"audio/{NS}/{task}/raw.flac", audio, "audio/flac")
-    await cluster_config(kube)
-    spec = {
-        "audio": {"uri": f"s3://{s3_store.bucket}/audio/{NS}/{task}/raw.flac"},
-        "features": ["raw_transcript", "summary"],
-        "templateId": "meeting_notes_v1",
-        "taskId": task,
-    }
-    progress_key = f"results/{NS}/{task}/progress.json"
-
-    def step() -> str | None:
-        if not s3_store.exists(progress_key):
-            return None
-        return str(json.loads(s3_store.get_bytes(progress_key)).get("step"))
-
-    async with running_operator(e2e_settings(s3_endpoint, s3_store.bucket), [NS]):
-        await put(kube, f"/apis/maie.io/v1alpha1/namespaces/{NS}/transcriptions", tx_body("retry", spec))
-        job = await eventually(
-            lambda: dict(kube.objects[JOBS, NS, job_name_for("retry")].raw), what="the Job"
-        )
-        command, env = kubelet_command(kube, job, tmp_path)
-        first = await asyncio.create_subprocess_exec(
-            *command,
-            env=env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await eventually(lambda: step() == "summary", timeout=300, what="the summary step")
-        # The operator mirrors the runner's progress into status while it runs.
-        await eventually(lambda: tx_status(kube, "retry").get("step") == "summary", what="status.step")
-        first.send_signal(signal.SIGKILL)
-        assert await first.wait() == -signal.SIGKILL
-        code, output = await run_as_kubelet(kube, job, tmp_path)  # the Job's next pod
-        assert code == 0, output
-        await job_complete(kube, job_name_for("retry"), code)
-        await eventually(lambda: tx_status(kube, "retry").get("phase") == "Succeeded", what="Succeeded")
-
-    doc = ResultDocument.model_validate_json(s3_store.get_bytes(f"results/{NS}/{task}/result.json"))
-    assert doc.status is TaskStatus.COMPLETE and doc.results and doc.results.summary
-    assert "ask not what your country" in (doc.results.raw_transcript or "").lower()
-    started = [(e.attempt, e.step.value) for e in doc.history if e.event == "started" and e.step]
-    assert started == [(1, "preprocessing"), (1, "asr"), (1, "summary"), (2, "summary")], started
-    assert [(e.attempt, e.step.value) for e in doc.history if e.event == "resumed" and e.step] == [
-        (2, "preprocessing"),
-        (2, "asr"),
-    ]
-    assert doc.attempts == 2 and tx_status(kube, "retry")["attempts"] >= 1
 
 
 async def test_missing_audio_fails_the_task_without_retrying(

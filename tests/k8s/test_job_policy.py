@@ -77,7 +77,7 @@ def test_asking_for_less_is_always_allowed() -> None:
     lower = {"gpuCount": 0, "activeDeadlineSeconds": 600, "backoffLimit": 0, "ttlSecondsAfterFinished": 60}
     assert refused_overrides(tx(lower), settings()) == []
     job = build_job(tx(lower), settings())
-    assert (job["spec"]["activeDeadlineSeconds"], job["spec"]["backoffLimit"]) == (600, 0)
+    assert (pod(job)["activeDeadlineSeconds"], job["spec"]["backoffLimit"]) == (600, 0)
     assert job["spec"]["ttlSecondsAfterFinished"] == 60
     (container,) = pod(job)["containers"]
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})

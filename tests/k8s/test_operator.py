@@ -1,21 +1,48 @@
-"""The real kopf operator against KMock: Jobs, status mirroring, queueing, deletion, restarts.
+"""The real kopf operator against KMock and moto's S3: Jobs, status, queueing, deletion, restarts.
 
-KMock has no controllers: the tests play the Job controller (patching Job status) and the kubelet
-(creating and patching the runner pod), exactly the objects and fields those controllers write.
+KMock has no controllers: the tests play the Job controller (patching Job status), the kubelet
+(creating and patching the runner pod) and the runner (its progress.json, checkpoint.json and
+result.json in S3), exactly the objects and fields each of them writes.
 """
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from k8s_support import JOBS, NS, TX, eventually, running_operator, tx_body
 
+from maie import checkpoint as records
+from maie.checkpoint import Checkpoint, TranscriptRecord
+from maie.contract import (
+    AsrVersion,
+    AudioInfo,
+    Metrics,
+    ResultDocument,
+    Segment,
+    Step,
+    TaskRequest,
+    TaskStatus,
+)
 from maie.settings import Settings
+from maie.storage.base import TaskKeys
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def bucket(s3_store: S3ObjectStore, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3ObjectStore:
+    """Every operator here reads and writes results in a fresh bucket of moto's S3 server."""
+    monkeypatch.setitem(S3, "endpoint", s3_endpoint)
+    monkeypatch.setitem(S3, "bucket", s3_store.bucket)
+    return s3_store
+
+
+S3: dict[str, str] = {}
 
 
 def op_settings(**overrides: Any) -> Settings:
@@ -34,8 +61,11 @@ def op_settings(**overrides: Any) -> Settings:
         "operator_models_pvc": "maie-models",
         "job_timeout": 1800,
         "max_attempts": 3,
-        "s3_endpoint": "minio.maie:9000",
-        "s3_bucket": "maie",
+        "s3_endpoint": S3["endpoint"],
+        "s3_bucket": S3["bucket"],
+        "s3_access_key": "testing",
+        "s3_secret_key": "testing",
+        "operator_image_pull_grace": 0,
     }
     base.update(overrides)
     return Settings(**base)
@@ -116,6 +146,7 @@ async def pod(kube: Any, tx_name: str, pod_status: dict[str, Any]) -> str:
             "resourceVersion": "1",
             "labels": {**template["labels"], "job-name": job["metadata"]["name"]},
             "annotations": template["annotations"],
+            "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "ownerReferences": [
                 {
                     "apiVersion": "batch/v1",
@@ -140,6 +171,45 @@ async def started(kube: Any, name: str, spec: dict[str, Any] | None = None) -> s
     return job_name_for(name)
 
 
+def keys(name: str) -> TaskKeys:
+    """The resources here have no spec.taskId: the task id is their uid (uid-<name>)."""
+    return TaskKeys(f"uid-{name}", NS)
+
+
+def runner_result(bucket: S3ObjectStore, name: str, status: TaskStatus, **fields: Any) -> ResultDocument:
+    """What the runner writes at the end: result.json."""
+    doc = ResultDocument(
+        task_id=f"uid-{name}",
+        status=status,
+        request=TaskRequest(features=["raw_transcript"]),
+        metrics=Metrics(processing_time_seconds=3.0, input_duration_seconds=11.0, rtf=0.27),
+        **fields,
+    )
+    bucket.put_bytes(keys(name).result(), doc.to_json().encode())
+    return doc
+
+
+def runner_checkpoint(bucket: S3ObjectStore, name: str) -> None:
+    """What the runner stores once the ASR has finished: the transcript, before the LLM starts."""
+    version = AsrVersion(
+        name="whisper", model_variant="tiny.en", model_path="/m", checkpoint_hash="h", compute_type="int8",
+        device="cpu", decoding_params={}, inference="sequential",
+    )  # fmt: skip
+    audio = AudioInfo(format="flac", codec="flac", duration=11.0, sample_rate=16000, channels=1)
+    segment = Segment(start=0.0, end=11.0, text="And so my fellow Americans, ask not.")
+    transcript = TranscriptRecord(
+        audio=audio, segments=[segment], language="en", version=version, punctuates=True
+    )
+    records.write(bucket, keys(name).checkpoint, Checkpoint(task_id=f"uid-{name}", transcript=transcript))
+    progress = records.Progress(task_id=f"uid-{name}", attempt=1, stage=TaskStatus.PROCESSING_LLM)
+    for step in ("preprocessing", "asr"):
+        progress.record("started", step)  # type: ignore[arg-type]
+        progress.record("finished", step)  # type: ignore[arg-type]
+    progress.record("started", "summary")  # type: ignore[arg-type]
+    progress.step = progress.history[-1].step
+    records.write(bucket, keys(name).progress, progress)
+
+
 # --------------------------------------------------------------------------------------
 async def test_create_makes_one_job_with_the_configured_spec(kube: Any) -> None:
     async with running_operator(op_settings(), [NS]):
@@ -160,16 +230,19 @@ async def test_create_makes_one_job_with_the_configured_spec(kube: Any) -> None:
     ]
     assert meta["labels"]["maie.io/transcription"] == "tx-a"
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "maie-operator"
+    assert meta["annotations"]["maie.io/transcription-uid"] == "uid-a"
     assert spec["template"]["metadata"]["labels"] == meta["labels"]
-    assert (spec["activeDeadlineSeconds"], spec["backoffLimit"], spec["ttlSecondsAfterFinished"]) == (
-        1800,
-        2,
-        600,
-    )
-    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     pod_spec = spec["template"]["spec"]
+    # Each run may take JOB_TIMEOUT from its pod's start; the Job allows every attempt plus the wait
+    # for a node (a GPU may be busy for hours), so waiting does not eat the run's time.
+    assert pod_spec["activeDeadlineSeconds"] == 1800
+    assert spec["activeDeadlineSeconds"] == 3 * 1800 + 21600
+    assert (spec["backoffLimit"], spec["ttlSecondsAfterFinished"]) == (2, 600)
+    assert spec["podReplacementPolicy"] == "Failed"
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2]
     assert pod_spec["restartPolicy"] == "Never"
     assert pod_spec["serviceAccountName"] == "maie-runner"
+    assert pod_spec["automountServiceAccountToken"] is False  # the runner has no API credentials
     assert pod_spec["runtimeClassName"] == "nvidia"
     assert pod_spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod_spec["tolerations"][0]["key"] == "nvidia.com/gpu"
@@ -181,14 +254,16 @@ async def test_create_makes_one_job_with_the_configured_spec(kube: Any) -> None:
     (container,) = pod_spec["containers"]
     assert container["image"] == "registry.example/maie-runner:test"
     assert container["imagePullPolicy"] == "Always"
-    assert container["command"] + container["args"] == ["maie", "run-task", "tx-a", "--namespace", NS]
+    assert container["command"] == ["maie", "run-task"] and "args" not in container
     assert container["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi"},
         "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
     }
     env = {e["name"]: e for e in container["env"]}
-    assert env["S3_ENDPOINT"]["value"] == "minio.maie:9000" and env["S3_BUCKET"]["value"] == "maie"
-    assert env["WHISPER_DEVICE"]["value"] == "cuda"
+    task = json.loads(env["MAIE_TASK"]["value"])
+    assert (task["task_id"], task["namespace"]) == ("uid-a", NS)
+    assert task["audio"] == "https://media.example/tx-a.flac"
+    assert env["S3_BUCKET"]["value"] == S3["bucket"] and env["WHISPER_DEVICE"]["value"] == "cuda"
     assert env["S3_SECRET_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "maie-s3", "key": "S3_SECRET_KEY"}}
     assert "value" not in env["S3_ACCESS_KEY"]  # credentials only by reference
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -198,6 +273,8 @@ async def test_create_makes_one_job_with_the_configured_spec(kube: Any) -> None:
     assert st["submittedAt"]
     conds = conditions(kube, "tx-a")
     assert conds["Accepted"]["status"] == "True" and conds["JobCreated"]["status"] == "True"
+    # The phase label that lets the API count unfinished tasks with a selector (no full listing).
+    assert obj(kube, TX, "tx-a")["metadata"]["labels"]["maie.io/phase"] == "Running"
 
 
 async def test_per_resource_overrides_win_and_gpu_count_zero_means_cpu(kube: Any) -> None:
@@ -219,7 +296,8 @@ async def test_per_resource_overrides_win_and_gpu_count_zero_means_cpu(kube: Any
     allowed = op_settings(operator_allowed_job_overrides=["nodeSelector", "resources"])
     async with running_operator(allowed, [NS]):
         job = obj(kube, JOBS, await started(kube, "tx-cpu", spec))
-    assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (0, 60)
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 60
     assert job["spec"]["ttlSecondsAfterFinished"] == 5
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["nodeSelector"] == {"pool": "cpu"}
@@ -229,11 +307,33 @@ async def test_per_resource_overrides_win_and_gpu_count_zero_means_cpu(kube: Any
     assert job["metadata"]["labels"]["maie.io/task-id"] == "task-cpu"
 
 
-async def test_job_success_is_mirrored(kube: Any) -> None:
+async def test_a_disallowed_override_is_refused_before_it_queues(kube: Any) -> None:
+    spec = {
+        "audio": {"uri": "https://example.org/a.mp3"},
+        "features": ["raw_transcript"],
+        "job": {"tolerations": [{"operator": "Exists"}]},  # would tolerate every taint
+    }
     async with running_operator(op_settings(), [NS]):
+        await create(kube, tx_body("tx-taint", spec, uid="uid-taint"))
+        await eventually(lambda: status(kube, "tx-taint").get("phase") == "Failed", what="Failed")
+    st = status(kube, "tx-taint")
+    assert st["errorCode"] == "override_not_allowed" and "spec.job.tolerations" in st["error"]
+    assert conditions(kube, "tx-taint")["Accepted"]["reason"] == "OverrideNotAllowed"
+    assert job_names(kube) == []
+
+
+async def test_job_success_is_mirrored_from_the_runners_result(kube: Any, bucket: S3ObjectStore) -> None:
+    async with running_operator(op_settings(runner_status_interval=0.2), [NS]):
         job = await started(kube, "tx-ok")
         await job_status(kube, job, active=1, startTime="2026-01-01T00:00:00Z")
         await eventually(lambda: status(kube, "tx-ok").get("attempts") == 1, what="attempts")
+        # The runner's progress.json reaches status while it runs (the operator's progress timer).
+        live = records.Progress(task_id="uid-tx-ok", attempt=1, stage=TaskStatus.PROCESSING_ASR, percent=40.0)
+        live.step = Step.ASR
+        records.write(bucket, keys("tx-ok").progress, live)
+        await eventually(lambda: status(kube, "tx-ok").get("progress") == 40.0, what="progress mirrored")
+        assert status(kube, "tx-ok")["stage"] == "PROCESSING_ASR" and status(kube, "tx-ok")["step"] == "asr"
+        runner_result(bucket, "tx-ok", TaskStatus.COMPLETE, attempts=1)
         await job_status(
             kube,
             job,
@@ -244,15 +344,30 @@ async def test_job_success_is_mirrored(kube: Any) -> None:
         )
         await eventually(lambda: status(kube, "tx-ok").get("phase") == "Succeeded", what="Succeeded")
     st = status(kube, "tx-ok")
-    assert st["stage"] == "COMPLETE" and st["progress"] == 100
-    assert st["completedAt"].startswith("2026-01-01T00:01:00")
+    assert st["stage"] == "COMPLETE" and st["progress"] == 100 and "step" not in st
+    assert st["resultUri"] == f"s3://{bucket.bucket}/results/{NS}/uid-tx-ok/result.json"
+    assert st["metrics"]["rtf"] == 0.27 and st["completedAt"]
     assert "error" not in st
     assert conditions(kube, "tx-ok")["Succeeded"]["status"] == "True"
+    assert obj(kube, TX, "tx-ok")["metadata"]["labels"]["maie.io/phase"] == "Succeeded"
 
 
-async def test_deadline_exceeded_fails_with_a_clear_error(kube: Any) -> None:
+async def test_a_job_that_completes_without_a_result_fails_clearly(kube: Any, bucket: S3ObjectStore) -> None:
+    async with running_operator(op_settings(), [NS]):
+        job = await started(kube, "tx-nores")
+        await job_status(kube, job, active=0, succeeded=1, conditions=finished("Complete"))
+        await eventually(lambda: status(kube, "tx-nores").get("phase") == "Failed", what="Failed")
+    st = status(kube, "tx-nores")
+    assert st["errorCode"] == "result_missing" and "no result.json" in st["error"]
+    assert json.loads(bucket.get_bytes(keys("tx-nores").result()))["status"] == "FAILED"
+
+
+async def test_deadline_exceeded_fails_naming_the_stage_and_keeps_the_transcript(
+    kube: Any, bucket: S3ObjectStore
+) -> None:
     async with running_operator(op_settings(), [NS]):
         job = await started(kube, "tx-slow")
+        runner_checkpoint(bucket, "tx-slow")
         await job_status(
             kube,
             job,
@@ -263,13 +378,19 @@ async def test_deadline_exceeded_fails_with_a_clear_error(kube: Any) -> None:
         await eventually(lambda: status(kube, "tx-slow").get("phase") == "Failed", what="Failed")
     st = status(kube, "tx-slow")
     assert st["stage"] == "FAILED" and st["errorCode"] == "deadline_exceeded"
-    assert "deadline (1800 s)" in st["error"]
+    assert st["error"].startswith("the summary stage was still running at the Job's deadline"), st["error"]
     assert conditions(kube, "tx-slow")["Failed"]["reason"] == "DeadlineExceeded"
+    # The FAILED document keeps what the ASR had finished.
+    doc = ResultDocument.model_validate_json(bucket.get_bytes(keys("tx-slow").result()))
+    assert doc.status is TaskStatus.FAILED and doc.results is not None
+    assert doc.results.raw_transcript == "And so my fellow Americans, ask not."
+    assert doc.versions is not None and doc.versions.asr_backend is not None
 
 
-async def test_oom_killed_then_retries_exhausted(kube: Any) -> None:
+async def test_oom_killed_then_retries_exhausted(kube: Any, bucket: S3ObjectStore) -> None:
     async with running_operator(op_settings(), [NS]):
         job = await started(kube, "tx-oom")
+        runner_checkpoint(bucket, "tx-oom")
         await pod(
             kube,
             "tx-oom",
@@ -282,13 +403,12 @@ async def test_oom_killed_then_retries_exhausted(kube: Any) -> None:
                         "ready": False,
                         "restartCount": 0,
                         "imageID": "",
-                        "image_id": "",
                         "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
                     }
                 ],
             },
         )
-        await eventually(lambda: "OOMKilled" in status(kube, "tx-oom").get("error", ""), what="OOM error")
+        await eventually(lambda: "OOMKilled" in status(kube, "tx-oom").get("lastFailure", ""), what="OOM")
         assert status(kube, "tx-oom")["phase"] == "Running"  # the Job may still retry
         await job_status(
             kube,
@@ -299,12 +419,41 @@ async def test_oom_killed_then_retries_exhausted(kube: Any) -> None:
         )
         await eventually(lambda: status(kube, "tx-oom").get("phase") == "Failed", what="Failed")
     st = status(kube, "tx-oom")
-    assert "failed 3 time(s)" in st["error"] and "OOMKilled" in st["error"]
-    assert st["attempts"] == 3
+    assert "failed 3 time(s)" in st["error"] and "out of memory (OOMKilled)" in st["error"]
+    assert st["attempts"] == 3 and st["errorCode"] == "retries_exhausted"
+    doc = ResultDocument.model_validate_json(bucket.get_bytes(keys("tx-oom").result()))
+    assert doc.results and doc.results.raw_transcript  # the transcript survived the crashes
 
 
-async def test_image_pull_backoff_fails_and_stops_the_job(kube: Any) -> None:
+async def test_a_crash_is_described_with_the_signal_and_the_last_output(kube: Any) -> None:
     async with running_operator(op_settings(), [NS]):
+        await started(kube, "tx-segv")
+        trace = "Fatal Python error: Segmentation fault\n\nCurrent thread (most recent call first):\n"
+        trace += '  File "/opt/venv/lib/python3.11/site-packages/llama_cpp/llama.py", line 1 in eval\n'
+        await pod(
+            kube,
+            "tx-segv",
+            {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": "x",
+                        "ready": False,
+                        "restartCount": 0,
+                        "imageID": "",
+                        "state": {"terminated": {"exitCode": 139, "reason": "Error", "message": trace}},
+                    }
+                ],
+            },
+        )
+        await eventually(lambda: "SIGSEGV" in status(kube, "tx-segv").get("lastFailure", ""), what="SIGSEGV")
+    failure = status(kube, "tx-segv")["lastFailure"]
+    assert "crashed: SIGSEGV (segmentation fault)" in failure and "llama_cpp/llama.py" in failure
+
+
+async def test_image_pull_backoff_fails_after_its_grace_and_stops_the_job(kube: Any) -> None:
+    async with running_operator(op_settings(operator_image_pull_grace=0), [NS]):
         job = await started(kube, "tx-img")
         await pod(
             kube,
@@ -334,6 +483,37 @@ async def test_image_pull_backoff_fails_and_stops_the_job(kube: Any) -> None:
     assert conditions(kube, "tx-img")["Failed"]["reason"] == "ImagePullBackOff"
 
 
+async def test_a_first_image_pull_backoff_within_its_grace_is_only_reported(kube: Any) -> None:
+    """Registries throttle: one ImagePullBackOff must not fail the task for good."""
+    async with running_operator(op_settings(operator_image_pull_grace=3600), [NS]):
+        job = await started(kube, "tx-throttled")
+        await pod(
+            kube,
+            "tx-throttled",
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": "registry.example/maie-runner:test",
+                        "ready": False,
+                        "restartCount": 0,
+                        "imageID": "",
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": "429 Too Many Requests"}
+                        },
+                    }
+                ],
+            },
+        )
+        await eventually(
+            lambda: conditions(kube, "tx-throttled").get("Running", {}).get("reason") == "ImagePullBackOff",
+            what="the pull problem reported",
+        )
+    assert status(kube, "tx-throttled")["phase"] == "Running" and not gone(kube, JOBS, job)
+    assert "retrying for up to 1:00:00" in conditions(kube, "tx-throttled")["Running"]["message"]
+
+
 async def test_unschedulable_pod_is_explained_not_failed(kube: Any) -> None:
     async with running_operator(op_settings(), [NS]):
         await started(kube, "tx-gpu")
@@ -360,21 +540,13 @@ async def test_unschedulable_pod_is_explained_not_failed(kube: Any) -> None:
     assert status(kube, "tx-gpu")["phase"] == "Running"
 
 
-async def test_task_failure_reported_by_the_runner_is_kept(kube: Any) -> None:
+async def test_task_failure_reported_by_the_runner_is_kept(kube: Any, bucket: S3ObjectStore) -> None:
     async with running_operator(op_settings(), [NS]):
         job = await started(kube, "tx-bad")
-        # The runner patches status itself, then exits 2; podFailurePolicy fails the Job.
-        url = f"/apis/maie.io/v1alpha1/namespaces/{NS}/transcriptions/tx-bad/status"
-        patch = {
-            "status": {
-                "stage": "FAILED",
-                "phase": "Failed",
-                "error": "audio shorter than 1 s",
-                "errorCode": "invalid_audio",
-            }
-        }
-        async with kube.patch(url, json=patch) as resp:
-            assert resp.status == 200
+        # The runner writes a FAILED result.json, then exits 2; podFailurePolicy fails the Job.
+        runner_result(
+            bucket, "tx-bad", TaskStatus.FAILED, error="audio shorter than 1 s", error_code="invalid_audio"
+        )
         await job_status(
             kube, job, active=0, failed=1, conditions=finished("Failed", "PodFailurePolicy", "exit 2")
         )
@@ -393,6 +565,69 @@ async def test_invalid_spec_is_rejected_with_a_reason(kube: Any) -> None:
     assert job_names(kube) == []
 
 
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("s3://{bucket}/audio/other-team/task/raw.flac", "AudioNotAllowed"),
+        (f"s3://{{bucket}}/results/{NS}/someone/result.json", "AudioNotAllowed"),
+        ("s3://not-allowed/a.flac", "AudioNotAllowed"),
+    ],
+)
+async def test_audio_of_another_tenant_is_refused(
+    kube: Any, bucket: S3ObjectStore, uri: str, reason: str
+) -> None:
+    spec = {"audio": {"uri": uri.format(bucket=bucket.bucket)}, "features": ["raw_transcript"]}
+    async with running_operator(op_settings(), [NS]):
+        await create(kube, tx_body("tx-steal", spec, uid="uid-steal"))
+        await eventually(lambda: status(kube, "tx-steal").get("phase") == "Failed", what="Failed")
+    assert conditions(kube, "tx-steal")["Accepted"]["reason"] == reason
+    assert status(kube, "tx-steal")["errorCode"] == "audio_not_allowed"
+    assert job_names(kube) == []
+
+
+async def test_a_namespace_without_runner_provisioning_is_refused_at_once(kube: Any) -> None:
+    settings = op_settings(operator_runner_namespaces=["team-a"])
+    async with running_operator(settings, [NS]):
+        await create(kube, tx_body("tx-elsewhere", uid="uid-elsewhere"))
+        await eventually(lambda: status(kube, "tx-elsewhere").get("phase") == "Failed", what="Failed")
+    assert conditions(kube, "tx-elsewhere")["Accepted"]["reason"] == "NamespaceNotProvisioned"
+    assert "not provisioned" in status(kube, "tx-elsewhere")["error"] and job_names(kube) == []
+
+
+async def test_a_second_resource_with_the_same_task_id_is_refused(kube: Any) -> None:
+    spec = {"audio": {"uri": "https://example.org/a.mp3"}, "features": ["raw_transcript"], "taskId": "shared"}
+    async with running_operator(op_settings(), [NS]):
+        await started(kube, "tx-first", spec)
+        await create(kube, tx_body("tx-second", spec, uid="uid-second"))
+        await eventually(lambda: status(kube, "tx-second").get("phase") == "Failed", what="Failed")
+    assert status(kube, "tx-second")["errorCode"] == "duplicate_task_id"
+    assert status(kube, "tx-first")["phase"] == "Running"
+
+
+async def test_a_job_the_api_server_refuses_fails_alone_and_the_queue_goes_on(kube: Any) -> None:
+    """A 422 for one resource's Job (its resources are not quantities) must not block the others:
+    both wait behind a running Job; when its slot frees, the bad one fails and the next one starts."""
+    bad = {
+        "audio": {"uri": "https://example.org/a.mp3"},
+        "features": ["raw_transcript"],
+        "job": {"resources": {"limits": {"cpu": "lots"}}},
+    }
+    settings = op_settings(operator_max_concurrent_jobs=1, operator_allowed_job_overrides=["resources"])
+    async with running_operator(settings, [NS]):
+        first = await started(kube, "r-first")
+        for name, spec in (("r-bad", bad), ("r-good", None)):
+            await create(kube, tx_body(name, spec, uid=f"uid-{name}"))
+            await eventually(lambda n=name: status(kube, n).get("phase") == "Queued", what=f"{name} Queued")
+        await job_status(kube, first, active=0, succeeded=1, conditions=finished("Complete"))
+        await eventually(lambda: status(kube, "r-bad").get("phase") == "Failed", what="r-bad Failed")
+        await eventually(lambda: "r-good-run" in job_names(kube), what="r-good started")
+    st = status(kube, "r-bad")
+    assert (
+        st["errorCode"] == "job_refused" and "422" in st["error"] and 'Invalid value: "lots"' in st["error"]
+    )
+    assert "r-bad-run" not in job_names(kube)
+
+
 async def test_cap_queues_and_starts_in_creation_order(kube: Any) -> None:
     async with running_operator(op_settings(operator_max_concurrent_jobs=1), [NS]):
         first = await started(kube, "q-1")
@@ -404,7 +639,8 @@ async def test_cap_queues_and_starts_in_creation_order(kube: Any) -> None:
             )
         assert job_names(kube) == [first]
         assert status(kube, "q-3")["phase"] == "Queued"
-        assert conditions(kube, "q-2")["Queued"]["message"] == "1 of 1 runner Jobs are running"
+        assert conditions(kube, "q-2")["Queued"]["message"] == "waiting for one of 1 runner Job slots"
+        assert not [e for e in events_for(kube, "q-2") if e[1] == "Queued"]  # waiting posts no Events
 
         await job_status(kube, first, active=0, succeeded=1, conditions=finished("Complete"))
         await eventually(lambda: job_names(kube) == [first, "q-2-run"], what="q-2 admitted")
@@ -436,35 +672,54 @@ async def test_operator_restart_never_makes_a_second_job(kube: Any) -> None:
     assert job_posts() == posts == 1
 
 
+async def test_a_late_event_of_an_old_job_does_not_touch_a_new_resource_of_the_same_name(kube: Any) -> None:
+    """Jobs are matched to their resource by uid, not only by name."""
+    async with running_operator(op_settings(operator_deletion_policy="Retain"), [NS]):
+        await started(kube, "tx-same")
+        old_job = obj(kube, JOBS, "tx-same-run")
+        await delete_tx(kube, "tx-same")
+        await eventually(lambda: gone(kube, TX, "tx-same"), what="the first resource gone")
+        await create(kube, tx_body("tx-same", uid="uid-tx-same-2"))
+        await eventually(
+            lambda: status(kube, "tx-same").get("phase") in ("Queued", "Running"), what="accepted"
+        )
+        # The old Job's DELETED event arrives late, with the old owner's uid.
+        ghost = {**old_job, "metadata": {**old_job["metadata"], "name": "tx-same-ghost"}}
+        async with kube.post(f"/apis/batch/v1/namespaces/{NS}/jobs", json=ghost) as resp:
+            assert resp.status in (200, 201)
+        async with kube.delete(f"/apis/batch/v1/namespaces/{NS}/jobs/tx-same-ghost") as resp:
+            assert resp.status == 200
+        await eventually(lambda: "tx-same-run" in job_names(kube), what="the new resource's Job")
+    st = status(kube, "tx-same")
+    assert st["phase"] == "Running" and "error" not in st, st
+
+
 @pytest.mark.parametrize(
     ("policy", "audio_left", "results_left"),
     [("Delete", False, False), ("DeleteAudio", False, True), ("Retain", True, True)],
 )
 async def test_delete_stops_the_job_and_applies_the_storage_policy(
-    kube: Any, s3_store: S3ObjectStore, s3_endpoint: str, policy: str, audio_left: bool, results_left: bool
+    kube: Any, bucket: S3ObjectStore, policy: str, audio_left: bool, results_left: bool
 ) -> None:
     task = "task-del"
-    s3_store.put_bytes(f"audio/{task}/raw.flac", b"fLaC")
-    s3_store.put_bytes(f"results/{task}/result.json", b"{}")
-    s3_store.put_bytes("results/other/result.json", b"{}")
+    bucket.put_bytes(f"audio/{NS}/{task}/raw.flac", b"fLaC")
+    bucket.put_bytes(f"results/{NS}/{task}/result.json", b"{}")
+    bucket.put_bytes(f"results/other-team/{task}/result.json", b"{}")  # same task id, another namespace
     spec = {
-        "audio": {"uri": f"s3://{s3_store.bucket}/audio/{task}/raw.flac"},
+        "audio": {"uri": f"s3://{bucket.bucket}/audio/{NS}/{task}/raw.flac"},
         "features": ["raw_transcript"],
         "taskId": task,
         "deletionPolicy": policy,
     }
-    settings = op_settings(
-        s3_endpoint=s3_endpoint, s3_bucket=s3_store.bucket, s3_access_key="testing", s3_secret_key="testing"
-    )
-    async with running_operator(settings, [NS]):
+    async with running_operator(op_settings(), [NS]):
         job = await started(kube, "tx-del", spec)
         assert "operator.maie.io/cleanup" in obj(kube, TX, "tx-del")["metadata"]["finalizers"]
         await delete_tx(kube, "tx-del")
         await eventually(lambda: gone(kube, TX, "tx-del"), what="the resource released by the finalizer")
     assert gone(kube, JOBS, job)
-    assert s3_store.exists(f"audio/{task}/raw.flac") is audio_left
-    assert s3_store.exists(f"results/{task}/result.json") is results_left
-    assert s3_store.exists("results/other/result.json")
+    assert bucket.exists(f"audio/{NS}/{task}/raw.flac") is audio_left
+    assert bucket.exists(f"results/{NS}/{task}/result.json") is results_left
+    assert bucket.exists(f"results/other-team/{task}/result.json")
 
 
 async def test_deleting_a_running_resource_frees_its_slot(kube: Any) -> None:
@@ -479,28 +734,19 @@ async def test_deleting_a_running_resource_frees_its_slot(kube: Any) -> None:
     assert first not in job_names(kube)
 
 
-async def test_finished_api_tasks_expire_after_result_ttl(kube: Any) -> None:
-    api_made = tx_body("tx-old", uid="uid-old")
+async def test_finished_api_tasks_expire_after_result_ttl(kube: Any, bucket: S3ObjectStore) -> None:
+    api_made = tx_body("tx-old", uid="uid-tx-old")
     api_made["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "maie-api"}
-    by_hand = tx_body("tx-mine", uid="uid-mine")
+    by_hand = tx_body("tx-mine", uid="uid-tx-mine")
     settings = op_settings(operator_gc_interval=0.2, result_ttl=60, operator_deletion_policy="Retain")
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
     async with running_operator(settings, [NS]):
         for body in (api_made, by_hand):
+            name = body["metadata"]["name"]
             await create(kube, body)
-            job = await eventually(
-                lambda n=body["metadata"]["name"]: obj(kube, JOBS, job_name_for(n))["metadata"]["name"]
-            )
-            await job_status(
-                kube,
-                job,
-                active=0,
-                succeeded=1,
-                conditions=finished("Complete"),
-                completionTime="2020-01-01T00:00:00Z",
-            )
-            await eventually(
-                lambda n=body["metadata"]["name"]: status(kube, n).get("phase") == "Succeeded",
-                what="Succeeded",
-            )
+            job = await eventually(lambda n=name: obj(kube, JOBS, job_name_for(n))["metadata"]["name"])
+            runner_result(bucket, name, TaskStatus.COMPLETE, completed_at=long_ago)
+            await job_status(kube, job, active=0, succeeded=1, conditions=finished("Complete"))
+            await eventually(lambda n=name: status(kube, n).get("phase") == "Succeeded", what="Succeeded")
         await eventually(lambda: gone(kube, TX, "tx-old"), what="the expired API task deleted")
     assert status(kube, "tx-mine")["phase"] == "Succeeded"  # kubectl-made resources stay

@@ -5,7 +5,8 @@ attempt at start-up would leave the bucket missing for good and readiness red fo
 install --wait` would time out. Why here and not in a chart hook Job: a post-install hook runs only
 after `--wait` has seen the API ready, and readiness needs the bucket (a deadlock); a pre-install hook
 runs before MinIO exists. The API is the one component that writes first (uploads), it already has
-the credentials, and this works the same for installs without Helm and for an external S3.
+the credentials, and this works the same for installs without Helm and for an external S3. The
+operator runs the same retry, for installs without the API (kubectl only).
 
 Each failure is logged once per attempt with the next delay; success is logged once. A store that
 forbids creating buckets (a locked-down S3 where the bucket is made by its owners) keeps failing
@@ -21,7 +22,7 @@ from typing import Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-log = logging.getLogger("maie.api.bucket")
+log = logging.getLogger("maie.storage.bucket")
 
 # Seconds between attempts: 1, 2, 4 … then every MAX_WAIT seconds, for as long as the API runs.
 FIRST_WAIT = 1.0
