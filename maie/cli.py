@@ -84,7 +84,7 @@ def with_request_options(
     command's `**options` receives them by public name (asr_model, beam_size …)."""
 
     def decorate(fn: F) -> F:
-        chosen = [o for o in request_options(model) if select(o)]
+        chosen = [o for o in request_options(model) if o.on_cli and select(o)]
         own = inspect.signature(fn, eval_str=True)
         fixed = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         generated = cli_parameters(chosen)

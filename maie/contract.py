@@ -87,6 +87,7 @@ class Expose:
 
     name: str | None = None  # the flat public name (form field; CLI flag with dashes), if not the field's
     cli: str | None = None  # the CLI flag, if not --name
+    on_cli: bool = True  # an option of `maie transcribe`/`summarize` (False: API and spec only)
     form: bool = True  # a field of POST /v1/process (False: only the CLI and the spec set it)
     form_pattern: str | None = None  # a stricter pattern for the API form (e.g. a name, never a path)
 
@@ -181,6 +182,13 @@ class TaskRequest(BaseModel):
     llm: LlmOptions = Field(
         default_factory=LlmOptions,
         description="LLM choices for the enhancement and summary stages (unset = model default).",
+    )
+    # The CLI runs a task in the foreground and delivers no webhooks: API and spec only.
+    callback_url: Annotated[str | None, Expose(on_cli=False)] = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
+        description="Webhook: POSTed the status document (signed) when the task ends.",
     )
 
     @field_validator("features")
@@ -322,6 +330,21 @@ class StageEvent(BaseModel):
     detail: str | None = None
 
 
+class WebhookAttempt(BaseModel):
+    at: datetime = Field(default_factory=utcnow)
+    status: int | None = Field(None, description="The receiver's HTTP status.")
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class WebhookStatus(BaseModel):
+    """A task's webhook: every delivery attempt, and how it ended."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class ResultDocument(BaseModel):
     """result.json, the runner's output and the API's status response."""
 
@@ -344,6 +367,9 @@ class ResultDocument(BaseModel):
     history: list[StageEvent] = Field(
         default_factory=list,
         description="Every attempt's steps: started, finished, resumed from a checkpoint.",
+    )
+    webhook: WebhookStatus | None = Field(
+        None, description="The callback_url's delivery, when one was given."
     )
 
     def to_json(self) -> str:

@@ -35,6 +35,7 @@ class Option:
     path: tuple[str, ...]  # ("asr", "beam_size") or ("template_id",)
     name: str  # the flat public name: the form field, and the CLI flag with dashes
     cli_flag: str
+    on_cli: bool
     form: bool
     form_pattern: str | None
     schema: Schema  # JSON Schema of one value (no null), description included
@@ -112,6 +113,7 @@ def request_options(model: type[BaseModel] = TaskRequest) -> tuple[Option, ...]:
                     path=(*prefix, name),
                     name=flat,
                     cli_flag=expose.cli or "--" + flat.replace("_", "-"),
+                    on_cli=expose.on_cli,
                     form=expose.form,
                     form_pattern=expose.form_pattern,
                     schema=inline_schema(schema["properties"][name], defs),
@@ -191,8 +193,9 @@ def render_markdown(model: type[BaseModel] = TaskRequest) -> str:
     ]
     for o in request_options(model):
         form = f"`{o.name}`" if o.form else "—"
+        cli = f"`{o.cli_flag}`" if o.on_cli else "—"
         what = str(o.schema.get("description", "")).replace("|", "\\|")
-        rows.append(f"| {form} | `{o.cli_flag}` | `{o.spec_path}` | {_values(o.schema)} | {what} |")
+        rows.append(f"| {form} | {cli} | `{o.spec_path}` | {_values(o.schema)} | {what} |")
     return "\n".join(rows)
 
 

@@ -74,6 +74,22 @@ class Settings(BaseSettings):
     )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
+    # --- webhooks (POST the status document when a task ends) ---------------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the MAIE-Signature header. Unset in embedded mode: generated on "
+        "first start in DATA_DIR/webhook-secret (mode 0600); in a cluster the chart's Secret sets it.",
+    )
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a callback_url may reach although loopback or link-local (JSON list, e.g. "
+        '["127.0.0.0/8"] for a receiver on this machine); metadata and loopback are refused otherwise.',
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
+    webhook_retry_seconds: int = Field(
+        600, ge=0, description="How long a failing webhook is retried (exponential backoff, 1 s to 60 s)."
+    )
+
     # --- paths --------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
     models_dir: Path = Field(
@@ -277,8 +293,11 @@ class Settings(BaseSettings):
     operator_namespace: str = Field(
         "default", description="Namespace of the operator itself (its leader-election Lease)."
     )
-    operator_lease_seconds: float = Field(
-        15.0, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
+    operator_health_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the operator's liveness endpoint (/healthz)."
+    )
+    operator_lease_seconds: int = Field(
+        15, ge=2, description="Leader election: a leader that stops renewing is replaced after this."
     )
     operator_max_concurrent_jobs: int = Field(
         4, ge=1, le=1000, description="Runner Jobs at once; more resources wait in phase Queued."

@@ -38,6 +38,7 @@ from maie.contract import (
     Step,
     TaskRequest,
     TaskStatus,
+    WebhookStatus,
     utcnow,
 )
 
@@ -214,12 +215,14 @@ class TranscriptionSpec(TaskRequest, _Camel):
         None,
         max_length=63,
         pattern=TASK_ID_PATTERN,
-        description="Storage id (audio/{taskId}/, results/{taskId}/); unset = the resource's uid.",
+        description="Storage id (audio/{namespace}/{taskId}/, results/{namespace}/{taskId}/); "
+        "unset = the resource's uid.",
     )
     deletion_policy: DeletionPolicy | None = Field(
         None,
         description="What deleting the resource removes from object storage (only under "
-        "audio/{taskId}/ and results/{taskId}/); unset = the operator's OPERATOR_DELETION_POLICY.",
+        "audio/{namespace}/{taskId}/ and results/{namespace}/{taskId}/); unset = the operator's "
+        "OPERATOR_DELETION_POLICY.",
     )
     job: JobOverrides = Field(
         default_factory=JobOverrides, description="Overrides of the operator's Job settings."
@@ -317,6 +320,7 @@ class TranscriptionStatus(_Camel):
     exports: dict[str, str] | None = None
     error: str | None = None
     error_code: str | None = None
+    webhook: WebhookStatus | None = None
     last_failure: str | None = Field(
         None, description="How the last failed attempt ended (the next one resumes after its last stage)."
     )

@@ -91,7 +91,15 @@ def wait_for_leadership(settings: Settings, identity: str) -> None:
         onstopped_leading=lost,
     )
     election = leaderelection.LeaderElection(config)
-    threading.Thread(target=election.run, name="leader-election", daemon=True).start()
+
+    def elect() -> None:
+        try:
+            election.run()
+        except Exception:  # the election itself broke: never go on without knowing who leads
+            log.exception("leader election failed")
+            lost()
+
+    threading.Thread(target=elect, name="leader-election", daemon=True).start()
     log.info("waiting to lead (Lease %s/%s, identity %s)", settings.operator_namespace, LEASE_NAME, identity)
     leading.wait()
     log.info("leading: starting the operator")
@@ -106,7 +114,7 @@ def run(namespaces: Sequence[str] = ()) -> None:
         raise MaieError(f"no Kubernetes configuration: run in a pod or set KUBECONFIG ({exc})") from exc
     client.Configuration.set_default(configuration)  # the leader election's client uses the default
     settings = get_settings()
-    wait_for_leadership(settings, f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    wait_for_leadership(settings, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     registry, _ = build(settings, namespaces=namespaces)
     kopf.run(
         registry=registry,
@@ -114,5 +122,5 @@ def run(namespaces: Sequence[str] = ()) -> None:
         standalone=True,  # the Lease, not kopf's peering, decides who works
         clusterwide=not namespaces,
         namespaces=list(namespaces),
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=f"http://0.0.0.0:{settings.operator_health_port}/healthz",
     )

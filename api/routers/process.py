@@ -23,6 +23,7 @@ from maie.contract import TaskRequest, utcnow
 from maie.errors import AudioError
 from maie.logs import request_id_var
 from maie.options import Option, nest, public_name, request_options
+from maie.webhooks import WebhookUrlError, check_url
 
 log = logging.getLogger("maie.api.process")
 router = APIRouter(prefix="/v1", tags=["processing"], dependencies=[Depends(require_api_key)])
@@ -149,6 +150,11 @@ async def process(
                 f"template_id: template '{task_request.template_id}' does not exist (available: {known})",
                 "template_not_found",
             )
+        if task_request.callback_url:
+            try:
+                await asyncio.to_thread(check_url, task_request.callback_url, settings)
+            except WebhookUrlError as exc:
+                raise _bad(f"callback_url: {exc.message}", exc.code) from None
         if settings.mode == "embedded":  # in a cluster the runner image, not the API's, decides
             problem = await asyncio.to_thread(
                 unavailable_backends, task_request.asr.backend, task_request.llm.backend, settings

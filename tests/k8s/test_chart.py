@@ -227,9 +227,9 @@ def test_rbac_is_least_privilege() -> None:
         for rule in d.get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], d["metadata"]["name"]
             assert "secrets" not in rule["resources"], d["metadata"]["name"]
-    assert rules_of(docs, "Role", "-runner") == [
-        {"apiGroups": ["maie.io"], "resources": ["transcriptions"], "verbs": ["get"]},
-        {"apiGroups": ["maie.io"], "resources": ["transcriptions/status"], "verbs": ["get", "patch"]},
+    assert not [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-runner")]
+    assert rules_of(docs, "Role", "-operator-leader") == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
     ]
     assert rules_of(docs, "Role", "-api") == [
         {
@@ -450,7 +450,9 @@ def test_gitops_renders_are_identical_with_existing_secret_or_given_keys() -> No
     }
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "maie-creds"
     assert find(docs, "ConfigMap", "maie-operator")["data"]["OPERATOR_S3_SECRET"] == "maie-creds"
-    given = _rendered_twice("--set", "secrets.apiKey=k", "--set", "secrets.s3SecretKey=s")
+    given = _rendered_twice(
+        "--set", "secrets.apiKey=k", "--set", "secrets.s3SecretKey=s", "--set", "secrets.webhookSecret=w"
+    )
     assert given[0] == given[1]
 
 
