@@ -292,6 +292,11 @@ class LlmVersion(BaseModel):
     decoding_params: dict[str, Any] = Field(default_factory=dict)
     structured_output: dict[str, Any] | None = None
     library_version: str | None = None
+    runtime_build: dict[str, Any] | None = Field(
+        None,
+        description="How the LLM library running here was built (llama.cpp: package version, CPU "
+        "baseline, CMake flags, llama_print_system_info); 'unknown' where no build record exists.",
+    )
 
 
 class Versions(BaseModel):

@@ -80,10 +80,10 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key of the MAIE-Signature header. Unset in embedded mode: generated on "
         "first start in DATA_DIR/webhook-secret (mode 0600); in a cluster the chart's Secret sets it.",
     )
-    webhook_allowed_networks: list[str] = Field(
+    allowed_internal_networks: list[str] = Field(
         default_factory=list,
-        description="CIDRs a callback_url may reach although loopback or link-local (JSON list, e.g. "
-        '["127.0.0.0/8"] for a receiver on this machine); metadata and loopback are refused otherwise.',
+        description="CIDRs a callback_url or an audio http(s) URL may reach although loopback or "
+        'link-local (JSON list, e.g. ["127.0.0.0/8"] for a receiver on this machine); refused otherwise.',
     )
     webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
     webhook_retry_seconds: int = Field(

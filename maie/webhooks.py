@@ -8,10 +8,8 @@ receiver recomputes it over the raw body with the deployment's WEBHOOK_SECRET, c
 a timeout, 408, 429 or 5xx) are retried with exponential backoff for WEBHOOK_RETRY_SECONDS; other
 4xx answers stop at once. Every attempt is recorded and shown in the task's status (`webhook`).
 
-The URL must not reach this machine or its cloud's metadata service (SSRF): loopback, link-local
-(169.254.0.0/16 — where metadata services live — fe80::/10), unspecified and multicast addresses
-are refused, at submission and again when delivering (DNS may have changed), unless a network is
-listed in WEBHOOK_ALLOWED_NETWORKS.
+The URL must not reach this machine or its cloud's metadata service (SSRF, `maie.urls`): checked at
+submission and again when delivering (DNS may have changed).
 """
 
 from __future__ import annotations
@@ -19,25 +17,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 import httpx
 
 from maie.contract import WebhookAttempt, WebhookStatus
 from maie.errors import MaieError
 from maie.settings import Settings
+from maie.urls import UrlRefused, check_outbound_url
 
 log = logging.getLogger("maie.webhooks")
 
 SIGNATURE_HEADER = "MAIE-Signature"
 FIRST_DELAY = 1.0
 MAX_DELAY = 60.0
-_METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data"}
 
 
 class WebhookUrlError(MaieError):
@@ -64,46 +59,12 @@ def verify(
     return hmac.compare_digest(signature(secret, timestamp, body), header)
 
 
-def _refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return bool(
-        address.is_loopback
-        or address.is_link_local
-        or address.is_unspecified
-        or address.is_multicast
-        or address.is_reserved
-        or (
-            isinstance(address, ipaddress.IPv6Address)
-            and address.ipv4_mapped
-            and _refused(address.ipv4_mapped)
-        )
-    )
-
-
 def check_url(url: str, settings: Settings, *, resolve: bool = True) -> None:
-    """Raise WebhookUrlError when the URL may not be called (scheme, host, or where it resolves)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookUrlError(f"callback_url must be an http(s) URL with a host: {url[:200]}")
-    host = parts.hostname.lower().rstrip(".")
-    allowed = [ipaddress.ip_network(n, strict=False) for n in settings.webhook_allowed_networks]
-    if host in _METADATA_HOSTS and not allowed:
-        raise WebhookUrlError(f"callback_url points at a cloud metadata service: {host}")
+    """Raise WebhookUrlError when the callback_url may not be called."""
     try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        if not resolve:
-            return
-        try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except socket.gaierror as exc:
-            raise WebhookUrlError(f"callback_url host {host} does not resolve ({exc.strerror})") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    for address in addresses:
-        if _refused(address) and not any(address in net for net in allowed):
-            raise WebhookUrlError(
-                f"callback_url {host} resolves to {address}, a loopback, link-local or metadata address; "
-                "list its network in WEBHOOK_ALLOWED_NETWORKS to allow it"
-            )
+        check_outbound_url(url, settings, what="callback_url", resolve=resolve)
+    except UrlRefused as exc:
+        raise WebhookUrlError(exc.message) from None
 
 
 def _retryable(status: int) -> bool:

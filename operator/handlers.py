@@ -301,7 +301,9 @@ def _admission_problem(
         exc = OverrideNotAllowed(refused, list(ctx.settings.operator_allowed_job_overrides))
         return exc.reason, exc.code, exc.message
     try:
-        check_audio_location(tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings)
+        check_audio_location(
+            tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings, resolve=False
+        )
     except AudioAccessError as exc:
         return "AudioNotAllowed", exc.code, exc.message
     except ValueError as exc:  # a task id that cannot be an object-key segment

@@ -59,10 +59,10 @@ def test_loopback_link_local_and_metadata_targets_are_refused(url: str) -> None:
 
 
 def test_an_allowed_network_is_reachable() -> None:
-    check_url("http://127.0.0.1:9/x", Settings(webhook_allowed_networks=["127.0.0.0/8"]))
+    check_url("http://127.0.0.1:9/x", Settings(allowed_internal_networks=["127.0.0.0/8"]))
     check_url("http://10.1.2.3/x", Settings())  # private (in-cluster) receivers are fine
     with pytest.raises(WebhookUrlError):
-        check_url("http://169.254.169.254/", Settings(webhook_allowed_networks=["127.0.0.0/8"]))
+        check_url("http://169.254.169.254/", Settings(allowed_internal_networks=["127.0.0.0/8"]))
 
 
 # --- end to end through the embedded service ------------------------------------------------------
@@ -73,7 +73,7 @@ def test_a_receiver_that_fails_twice_then_succeeds(receiver: Receiver, data_dir:
             data_dir,
             secret_api_key="k-hook",
             webhook_secret=SECRET,
-            webhook_allowed_networks='["127.0.0.0/8"]',
+            allowed_internal_networks='["127.0.0.0/8"]',
         ) as srv,
         srv.client() as c,
     ):
@@ -105,7 +105,7 @@ def test_retries_stop_after_their_time(receiver: Receiver, data_dir: Path) -> No
         running_server(
             data_dir,
             secret_api_key="k-hook2",
-            webhook_allowed_networks='["127.0.0.0/8"]',
+            allowed_internal_networks='["127.0.0.0/8"]',
             webhook_retry_seconds=4,
         ) as srv,
         srv.client() as c,

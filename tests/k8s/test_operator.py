@@ -762,7 +762,7 @@ async def test_the_operator_posts_the_webhook_when_the_task_ends(kube: Any, buck
         "features": ["raw_transcript"],
         "callbackUrl": receiver.url,
     }
-    settings = op_settings(webhook_secret="op-secret", webhook_allowed_networks=["127.0.0.0/8"])
+    settings = op_settings(webhook_secret="op-secret", allowed_internal_networks=["127.0.0.0/8"])
     try:
         async with running_operator(settings, [NS]):
             job = await started(kube, "tx-hook", spec)
