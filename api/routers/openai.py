@@ -28,10 +28,10 @@ from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.errors import ApiError
 from maie.api.routers.process import checked_audio, count_accepted, ensure_queue_room, note_queued
-from maie.api.schemas import SAFE_NAME, ErrorResponse
+from maie.api.schemas import ErrorResponse
 from maie.api.uploads import receive_form
 from maie.catalog import list_models
-from maie.contract import AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
+from maie.contract import SAFE_NAME, AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
 from maie.logs import request_id_var
 from maie.runner.exports import to_srt, to_vtt
 from maie.settings import Settings

@@ -19,7 +19,7 @@ from maie.runner.summarize import (
     tidy,
 )
 from maie.templates import TemplateCatalog
-from tests.conftest import SHARED_DATA, recording
+from tests.conftest import data_file, recording
 from tests.runner.conftest import load_result
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -32,7 +32,7 @@ def _validate(template_id: str, summary: dict[str, Any]) -> None:
 
 
 def _meeting_text(name: str, tmp: Path) -> Path:
-    data = json.loads((SHARED_DATA / "meetings" / "qmsum" / f"{name}.json").read_text())
+    data = json.loads(data_file(f"meetings/qmsum/{name}.json").read_text())
     lines = [f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"]]
     path = tmp / f"{name}.txt"
     path.write_text("\n".join(lines), encoding="utf-8")
