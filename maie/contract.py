@@ -116,6 +116,12 @@ class AsrOptions(BaseModel):
         None, description="Prompt each window with the text before it."
     )
     batch_size: int | None = Field(None, ge=0, le=64, description="Batched inference size; 0 = sequential.")
+    initial_prompt: str | None = Field(
+        None, max_length=4096, description="Text that primes the decoder (spellings, names, style)."
+    )
+    temperature: Annotated[float | None, Expose("asr_temperature")] = Field(
+        None, ge=0.0, le=1.0, description="Decoding temperature (unset = Whisper's fallback schedule)."
+    )
 
     @field_validator("language")
     @classmethod
