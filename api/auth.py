@@ -14,12 +14,10 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from maie.api.errors import ApiError
-from maie.secrets import stored_secret
+from maie.secrets import api_key_file, stored_secret
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.auth")
-
-KEY_FILE = "api-key"
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -35,7 +33,7 @@ bearer_scheme = HTTPBearer(
 
 
 def key_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / KEY_FILE
+    return api_key_file(settings.data_dir)
 
 
 def resolve_api_key(settings: Settings) -> tuple[str, Path | None]:

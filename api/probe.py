@@ -12,9 +12,9 @@ from pathlib import Path
 
 import av
 
+from maie.audio import MIN_DURATION_SECONDS, describe, open_audio
 from maie.contract import AudioInfo
 from maie.errors import AudioError
-from maie.runner.preprocess import MIN_DURATION_SECONDS, describe, open_audio
 
 
 class AudioTooShortError(AudioError):

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("MAIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
-AUDIO = DATA / "audio" / "en_jfk_inaugural.mp3"
+AUDIO = ROOT / "tests" / "data" / "audio" / "en_jfk_inaugural.mp3"  # public domain, in the repository
 RESULTS = ROOT / "benchmarks" / "results"
 KEY = "benchmark-key"
 

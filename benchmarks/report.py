@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runs import Run, ratio_summary
+
 if TYPE_CHECKING:
     from corpus import Recording
-    from run import Run
 
 TARGET = 0.60
 
@@ -44,8 +45,6 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _comparison_table(runs: list[Run], engines: list[str]) -> list[str]:
-    from run import ratio_summary
-
     lines = ["| round | " + " | ".join(f"{e} s" for e in engines) + " | maie / bare | wct2 / bare |",
              "|---|" + "---|" * (len(engines) + 2)]  # fmt: skip
     rounds = sorted({r.round for r in runs})
@@ -105,7 +104,6 @@ def write_report(
     llm_run: Run | None,
     api: dict[str, Any] | None,
 ) -> Path:
-    from run import ratio_summary
 
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -131,7 +129,7 @@ def write_report(
         "wct2 = the `whisper-ctranslate2` CLI (own venv, same model directory).",
         "- Wall time includes model load. maie and bare are timed inside their process (imports "
         "excluded); wct2 is the whole CLI process (interpreter start and imports included, ~1–2 s).",
-        "- WER after lower-casing and removing punctuation (jiwer); references from shared/data. "
+        "- WER after lower-casing and removing punctuation (jiwer); references from the data MANIFESTs. "
         "'WER (Whisper norm.)' uses Whisper's English text normaliser (package whisper-normalizer) "
         'instead, which also unifies numbers and spellings ("2,046,343" = "2 million 46 343").',
         "",

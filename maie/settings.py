@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The backend names, declared once: the request's options, the settings, the CRD, the API's form,
+# the runner's registries (runner/asr, runner/llm) and the catalog (maie/catalog.py) all take
+# them from here (tests/test_options.py checks the registries and catalog agree).
 AsrBackendName = Literal["whisper", "chunkformer"]
 LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
+EnhancementMode = Literal["auto", "always", "never"]
+ASR_BACKEND_NAMES: tuple[str, ...] = get_args(AsrBackendName)
+LLM_BACKEND_NAMES: tuple[str, ...] = get_args(LlmBackendName)
 # What a Transcription may override per resource when the operator allows it (its spec.job fields,
 # camelCase as on the wire, and queueName = the resource's kueue.x-k8s.io/queue-name label).
 JobOverrideName = Literal[
@@ -135,7 +141,9 @@ class Settings(BaseSettings):
     )
 
     # --- ASR: common --------------------------------------------------------------------
-    asr_backend: AsrBackendName = Field("whisper", description="ASR backend: whisper | chunkformer.")
+    asr_backend: AsrBackendName = Field(
+        "whisper", description=f"ASR backend: {' | '.join(ASR_BACKEND_NAMES)}."
+    )
     asr_language: str | None = Field(None, description="Language code, or unset/auto to detect.")
     asr_word_timestamps: bool = Field(False, description="Word-level timestamps where supported.")
     asr_punctuates: bool | None = Field(
@@ -179,8 +187,8 @@ class Settings(BaseSettings):
     chunkformer_return_timestamps: bool = Field(True, description="Segment timestamps.")
 
     # --- LLM: shared --------------------------------------------------------------------
-    llm_backend: LlmBackendName = Field("llama_cpp", description="llama_cpp | openai | vllm.")
-    enhancement_mode: Literal["auto", "always", "never"] = Field(
+    llm_backend: LlmBackendName = Field("llama_cpp", description=f"{' | '.join(LLM_BACKEND_NAMES)}.")
+    enhancement_mode: EnhancementMode = Field(
         "auto", description="auto = only for ASR models that do not punctuate."
     )
     llm_n_ctx: int = Field(8192, ge=512, description="llama.cpp context window (tokens).")

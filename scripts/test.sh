@@ -26,5 +26,7 @@ echo "== ruff"
 echo "== mypy"
 # From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
 (cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" -p maie)
+echo "== lint-imports (the layering contract in pyproject.toml)"
+.venv/bin/python scripts/lint_imports.py
 echo "== pytest"
 exec .venv/bin/pytest "$@"

@@ -28,10 +28,10 @@ from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, SettingsDep
 from maie.api.errors import ApiError
 from maie.api.routers.process import checked_audio, count_accepted, ensure_queue_room, note_queued
-from maie.api.schemas import SAFE_NAME, ErrorResponse
+from maie.api.schemas import ErrorResponse
 from maie.api.uploads import receive_form
 from maie.catalog import list_models
-from maie.contract import AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
+from maie.contract import SAFE_NAME, AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
 from maie.logs import request_id_var
 from maie.runner.exports import to_srt, to_vtt
 from maie.settings import Settings
@@ -77,13 +77,16 @@ TRANSCRIPTIONS_OPENAPI: dict[str, Any] = {
                             "id from GET /v1/models.",
                         },
                         "language": {"type": "string", "description": "ISO-639-1 code; unset = detect."},
-                        "prompt": {"type": "string", "description": "Accepted; not used by the pipeline."},
+                        "prompt": {
+                            "type": "string",
+                            "description": "Primes the decoder (Whisper's initial_prompt).",
+                        },
                         "response_format": {"type": "string", "enum": list(_FORMATS), "default": "json"},
                         "temperature": {
                             "type": "number",
                             "minimum": 0,
                             "maximum": 1,
-                            "description": "Accepted; Whisper decodes with its own temperature fallback.",
+                            "description": "Decoding temperature (unset = Whisper's fallback schedule).",
                         },
                         "timestamp_granularities[]": {
                             "type": "array",
@@ -141,7 +144,9 @@ def _asr_options(settings: Settings, model: str, language: str | None, words: bo
         raise _bad(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
 
 
-def _parse(fields: dict[str, list[str]]) -> tuple[str, str | None, ResponseFormat, bool]:
+def _parse(
+    fields: dict[str, list[str]],
+) -> tuple[str, str | None, ResponseFormat, bool, str | None, float | None]:
     """(model, language, response_format, word timestamps) from the form; 422 naming the field."""
     unknown = sorted(set(fields) - _FIELDS)
     if unknown:
@@ -157,6 +162,7 @@ def _parse(fields: dict[str, list[str]]) -> tuple[str, str | None, ResponseForma
     if fmt not in _FORMATS:
         raise _bad(f"response_format: '{fmt[:40]}' is not one of {', '.join(_FORMATS)}")
     temperature = _one(fields, "temperature")
+    value: float | None = None
     if temperature is not None:
         try:
             value = float(temperature)
@@ -179,7 +185,7 @@ def _parse(fields: dict[str, list[str]]) -> tuple[str, str | None, ResponseForma
     prompt = _one(fields, "prompt")
     if prompt is not None and len(prompt) > 4096:
         raise _bad("prompt: at most 4096 characters")
-    return model, language, fmt, "word" in granularities  # type: ignore[return-value]
+    return model, language, fmt, "word" in granularities, prompt or None, value  # type: ignore[return-value]
 
 
 async def _wait(
@@ -298,10 +304,11 @@ async def create_transcription(request: Request, settings: SettingsDep, backend:
     upload = form.upload
     submitted = False
     try:
-        model, language, fmt, words = _parse(form.fields)
+        model, language, fmt, words, prompt, temperature = _parse(form.fields)
         if upload is None:
             raise _bad("file: the form has no 'file' part with the audio", "missing_file")
         options = await asyncio.to_thread(_asr_options, settings, model, language, words)
+        options = options.model_copy(update={"initial_prompt": prompt, "temperature": temperature})
         task_request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=options)
         info = await checked_audio(upload)
         if info.duration > settings.transcriptions_max_duration_seconds:

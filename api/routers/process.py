@@ -18,37 +18,19 @@ from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
 from maie.api.probe import AudioTooShortError, check_audio
-from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
+from maie.api.schemas import PROCESS_OPENAPI, ErrorResponse, ProcessResponse
 from maie.api.uploads import StagedUpload, receive_form
 from maie.catalog import unavailable_backends
-from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
+from maie.contract import AudioInfo, TaskRequest, utcnow
 from maie.errors import AudioError
 from maie.logs import request_id_var
+from maie.options import Option, nest, public_name, request_options
 from maie.settings import Settings
 from maie.webhooks import WebhookUrlError, check_url
 
 log = logging.getLogger("maie.api.process")
 router = APIRouter(prefix="/v1", tags=["processing"], dependencies=[Depends(require_api_key)])
 
-_ASR_FIELDS = {
-    "asr_backend": "backend",
-    "asr_model": "model",
-    "language": "language",
-    "beam_size": "beam_size",
-    "vad_filter": "vad_filter",
-    "word_timestamps": "word_timestamps",
-    "batch_size": "batch_size",
-}
-_LLM_FIELDS = {
-    "llm_backend": "backend",
-    "llm_model": "model",
-    "enhancement": "enhancement",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "max_tokens": "max_tokens",
-    "repetition_penalty": "repetition_penalty",
-}
 _BOOLS = {
     "true": True,
     "1": True,
@@ -59,7 +41,6 @@ _BOOLS = {
     "no": False,
     "off": False,
 }
-_SAFE_NAME_RE = re.compile(SAFE_NAME)
 
 
 def _bad(detail: str, code: str = "invalid_parameter") -> ApiError:
@@ -125,22 +106,22 @@ def count_accepted(route: str, upload: StagedUpload) -> None:
     metrics.UPLOAD_SIZE.observe(upload.size)
 
 
-def _scalar(name: str, values: list[str]) -> Any:
-    """Convert one form value by the field's documented type (422 with the field name otherwise)."""
+def _scalar(option: Option, values: list[str]) -> Any:
+    """Convert one form value by the option's type (422 with the field name otherwise)."""
+    name = option.name
     if len(values) != 1:
         raise _bad(f"{name}: send this field once")
     raw = values[0].strip()
-    kind = FORM_FIELDS[name]["type"]
-    if kind == "boolean":
+    if option.kind == "boolean":
         if raw.lower() not in _BOOLS:
             raise _bad(f"{name}: expected true or false, got '{raw[:40]}'")
         return _BOOLS[raw.lower()]
-    if kind == "integer":
+    if option.kind == "integer":
         try:
             return int(raw)
         except ValueError:
             raise _bad(f"{name}: expected an integer, got '{raw[:40]}'") from None
-    if kind == "number":
+    if option.kind == "number":
         try:
             value = float(raw)
         except ValueError:
@@ -148,40 +129,40 @@ def _scalar(name: str, values: list[str]) -> Any:
         if value != value or value in (float("inf"), float("-inf")):
             raise _bad(f"{name}: expected a finite number")
         return value
-    if name in ("asr_model", "llm_model") and not _SAFE_NAME_RE.match(raw):
+    if option.form_pattern and not re.match(option.form_pattern, raw):
         raise _bad(f"{name}: give a model name (letters, digits, . _ - : +), not a path")
     return raw
 
 
-def build_request(fields: dict[str, list[str]]) -> TaskRequest:
+def _listed(option: Option, values: list[str]) -> list[str]:
+    """An array field: repeated, or comma-separated, each item one of its choices."""
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    known = option.choices or []
+    wrong = [n for n in names if known and n not in known]
+    if wrong or not names:
+        first = (wrong or [""])[0][:40]
+        choose = ", ".join(sorted(known))
+        raise _bad(f"{option.name}: unknown {option.name.rstrip('s')} '{first}' (choose from {choose})")
+    return names
+
+
+def build_request(fields: dict[str, list[str]], model: type[TaskRequest] = TaskRequest) -> TaskRequest:
     """The TaskRequest from form fields; every problem is a 422 that names the field."""
-    unknown = sorted(set(fields) - set(FORM_FIELDS))
+    options = {o.name: o for o in request_options(model) if o.form}
+    unknown = sorted(set(fields) - set(options))
     if unknown:
-        allowed = ", ".join(["file", *FORM_FIELDS])
+        allowed = ", ".join(["file", *options])
         raise _bad(f"unknown form field(s): {', '.join(unknown)} (allowed: {allowed})", "unknown_field")
-    data: dict[str, Any] = {"asr": {}, "llm": {}}
-    if "features" in fields:
-        names = [v.strip() for value in fields["features"] for v in value.split(",") if v.strip()]
-        known = {f.value for f in Feature}
-        wrong = [n for n in names if n not in known]
-        if wrong or not names:
-            first = (wrong or [""])[0][:40]
-            raise _bad(f"features: unknown feature '{first}' (choose from {', '.join(sorted(known))})")
-        data["features"] = names
-    for top in ("template_id", "callback_url"):
-        if top in fields:
-            data[top] = _scalar(top, fields[top])
-    for form_name, option in _ASR_FIELDS.items():
-        if form_name in fields:
-            data["asr"][option] = _scalar(form_name, fields[form_name])
-    for form_name, option in _LLM_FIELDS.items():
-        if form_name in fields:
-            data["llm"][option] = _scalar(form_name, fields[form_name])
+    values = {
+        name: (_listed if option.kind == "array" else _scalar)(option, fields[name])
+        for name, option in options.items()
+        if name in fields
+    }
     try:
-        return TaskRequest.model_validate(data)
+        return model.model_validate(nest(values, model))
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = public_name(err["loc"], model) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
         code = "template_required" if "template_id is required" in message else "invalid_parameter"
         raise _bad(f"{loc + ': ' if loc else ''}{message}", code) from None

@@ -13,7 +13,7 @@ from api_support import AUDIO, MAX_FILE_SIZE_MB, ApiServer
 @pytest.fixture(scope="session", autouse=True)
 def _audio_present() -> None:
     if not AUDIO.is_dir():
-        pytest.fail(f"the shared recordings are missing: {AUDIO}")
+        pytest.fail(f"the recordings in tests/data are missing: {AUDIO}")
 
 
 @pytest.fixture(scope="session")

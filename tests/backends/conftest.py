@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from backend_support import (
-    AUDIO,
     CHUNKFORMER_MISSING,
     HAS_CHUNKFORMER,
     ScriptedServer,
@@ -29,6 +28,7 @@ from backend_support import (
 )
 
 from maie.settings import Settings
+from tests.conftest import recording
 
 
 @pytest.fixture
@@ -42,7 +42,8 @@ def tiny_chunkformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not HAS_CHUNKFORMER:
         pytest.skip(CHUNKFORMER_MISSING)
     target = tmp_path_factory.mktemp("models") / "asr" / "tiny-chunkformer"
-    return build_tiny_chunkformer(target, calibration_wav=AUDIO / "en_mm1_micro_machines.wav")
+    calibration = recording("en_2spk_conversation_pyannote_sample.wav").path
+    return build_tiny_chunkformer(target, calibration_wav=calibration)
 
 
 # --------------------------------------------------------------------------------------

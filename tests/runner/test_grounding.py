@@ -17,7 +17,7 @@ from maie.runner.llm.json_output import close_truncated, loads, loads_lenient
 from maie.runner.ranking import key_phrases, rank, select, similarity
 from maie.runner.summarize import extractive_summary, fit_lengths, plan_fields, tidy
 from maie.templates import TemplateCatalog
-from tests.conftest import SHARED_DATA
+from tests.conftest import data_file
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 JFK = (
@@ -27,10 +27,7 @@ JFK = (
 
 
 def _meeting(name: str) -> str:
-    path = SHARED_DATA / "meetings" / "qmsum" / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here (set MAIE_SHARED_DATA)")
-    data = json.loads(path.read_text())
+    data = json.loads(data_file(f"meetings/qmsum/{name}.json").read_text())
     return "\n".join(f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"])
 
 

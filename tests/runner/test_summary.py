@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from maie.runner import grounding
 from maie.runner.summarize import SummaryRun, estimate_output_tokens
 from maie.templates import TemplateCatalog
-from tests.conftest import SHARED_DATA, recording
+from tests.conftest import data_file, recording
 from tests.runner.conftest import load_result
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -36,10 +36,7 @@ def _validate(template_id: str, summary: dict[str, Any]) -> None:
 
 
 def _meeting(name: str) -> str:
-    path = SHARED_DATA / "meetings" / "qmsum" / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is not here (set MAIE_SHARED_DATA)")
-    data = json.loads(path.read_text())
+    data = json.loads(data_file(f"meetings/qmsum/{name}.json").read_text())
     return "\n".join(f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"])
 
 
