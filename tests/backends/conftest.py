@@ -9,6 +9,7 @@ Needs: `pip install -e '.[dev]'` (llama-cpp-python[server], jiwer); the ChunkFor
 from __future__ import annotations
 
 import importlib.util
+import os
 import json
 import subprocess
 import sys
@@ -62,10 +63,11 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gguf = resolve_gguf(None, Settings(_env_file=None))  # type: ignore[call-arg]
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    threads = str(max((os.cpu_count() or 2) // 2, 1))  # as MAIE's own llama.cpp backend: half the cores
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "4096", "--n_threads", "2", "--seed", "0",
+        "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+        "--n_threads", threads, "--n_threads_batch", threads, "--seed", "0",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
