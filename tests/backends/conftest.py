@@ -9,8 +9,8 @@ Needs: `pip install -e '.[dev]'` (llama-cpp-python[server], jiwer); the ChunkFor
 from __future__ import annotations
 
 import importlib.util
-import os
 import json
+import os
 import subprocess
 import sys
 import time
