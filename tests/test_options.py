@@ -25,6 +25,8 @@ from maie.options import END, START, form_fields, render_markdown, request_optio
 from maie.settings import ASR_BACKEND_NAMES, LLM_BACKEND_NAMES, Settings
 from maie.transcription import TranscriptionSpec, spec_model
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

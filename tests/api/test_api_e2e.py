@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import psutil
+import pytest
 from api_support import (
     JFK,
     JFK_TEXT,
@@ -27,6 +28,8 @@ from api_support import (
 )
 
 from maie.api.task_store import TaskStore
+
+pytestmark = pytest.mark.e2e
 
 
 def worker_pids(server: ApiServer) -> list[int]:

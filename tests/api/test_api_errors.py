@@ -21,6 +21,8 @@ from api_support import (
     wav_header,
 )
 
+pytestmark = pytest.mark.e2e
+
 MB = 1024 * 1024
 
 

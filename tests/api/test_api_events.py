@@ -7,7 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
+import pytest
 from api_support import JFK, JFK_TEXT, LIBRI, ApiServer, submit, wait_for, wer
+
+pytestmark = pytest.mark.e2e
 
 RANK = {
     "PENDING": 0, "PREPROCESSING": 1, "PROCESSING_ASR": 2, "PROCESSING_LLM": 3, "COMPLETE": 4, "FAILED": 4,

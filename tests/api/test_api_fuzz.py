@@ -10,6 +10,8 @@ import schemathesis
 from api_support import LIBRI, ApiServer
 from hypothesis import HealthCheck, given, settings
 
+pytestmark = pytest.mark.e2e
+
 FUZZ_KEY = "fuzz-key"
 
 

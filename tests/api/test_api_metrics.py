@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from api_support import JFK, ApiServer, free_port, running_server, submit, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.e2e
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -10,6 +10,8 @@ import openai
 import pytest
 from api_support import AUDIO, JFK, JFK_TEXT, ApiServer, running_server, wer
 
+pytestmark = pytest.mark.e2e
+
 JFK_MP3 = AUDIO / "en_jfk_inaugural.mp3"
 LONG = AUDIO / "en_hp0_henry_f_phillips_spoken_wikipedia.ogg"  # 4.5 min, over the test server's 60 s
 

@@ -26,6 +26,8 @@ from maie.settings import Settings
 from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
 from maie.storage.local import LocalObjectStore
 
+pytestmark = pytest.mark.unit
+
 
 # --- LocalObjectStore ----------------------------------------------------------------------------
 def test_local_store_key_layout_and_round_trip(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from api_support import (
     JFK,
     JFK_TEXT,
@@ -22,6 +23,8 @@ from api_support import (
 )
 
 from maie.api.task_store import QUEUED, RUNNING, TaskStore
+
+pytestmark = pytest.mark.e2e
 
 
 def test_sigkill_with_running_and_queued_tasks_then_restart(data_dir: Path) -> None:

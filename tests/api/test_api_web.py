@@ -17,6 +17,8 @@ import httpx
 import pytest
 from api_support import JFK, ApiServer, normalise
 
+pytestmark = pytest.mark.e2e
+
 ARTIFACTS = Path(os.environ.get("MAIE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -17,6 +17,8 @@ from maie.settings import Settings
 from maie.webhooks import WebhookUrlError, check_url, signature, verify
 from tests.receiver import Receiver
 
+pytestmark = pytest.mark.e2e
+
 SECRET = "webhook-test-secret"
 
 
@@ -28,6 +30,7 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
 
 
 # --- the signature and the URL rules, on their own ---------------------------------------------
+@pytest.mark.unit
 def test_the_documented_signature_recipe_verifies_and_rejects_tampering() -> None:
     body = b'{"task_id": "t", "status": "COMPLETE"}'
     now = int(time.time())
@@ -53,11 +56,13 @@ def test_the_documented_signature_recipe_verifies_and_rejects_tampering() -> Non
         "http:///nohost",
     ],
 )
+@pytest.mark.unit
 def test_loopback_link_local_and_metadata_targets_are_refused(url: str) -> None:
     with pytest.raises(WebhookUrlError):
         check_url(url, Settings())
 
 
+@pytest.mark.unit
 def test_an_allowed_network_is_reachable() -> None:
     check_url("http://127.0.0.1:9/x", Settings(allowed_internal_networks=["127.0.0.0/8"]))
     check_url("http://10.1.2.3/x", Settings())  # private (in-cluster) receivers are fine

@@ -19,6 +19,8 @@ from maie.runner.asr.chunkformer import ChunkFormerBackend, parse_timestamp
 from maie.settings import Settings, get_settings
 from tests.conftest import RECORDINGS, recording
 
+pytestmark = pytest.mark.model
+
 
 def _settings(settings: Settings, model_dir: Path, **overrides: object) -> Settings:
     return settings.model_copy(
@@ -43,6 +45,7 @@ def _sha256_of_dir(path: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.unit
 def test_parse_timestamp() -> None:
     assert parse_timestamp("00:00:02:160") == pytest.approx(2.16)
     assert parse_timestamp("01:02:03:004") == pytest.approx(3723.004)
@@ -50,6 +53,7 @@ def test_parse_timestamp() -> None:
         parse_timestamp("00:02:160")
 
 
+@pytest.mark.unit
 def test_missing_model_names_path_and_script(settings: Settings) -> None:
     backend = create_asr_backend("chunkformer", settings, AsrOptions())
     with pytest.raises(ModelNotFoundError) as err:
@@ -58,6 +62,7 @@ def test_missing_model_names_path_and_script(settings: Settings) -> None:
     assert "download_models.sh" in err.value.message
 
 
+@pytest.mark.unit
 def test_incomplete_model_dir_names_missing_file(settings: Settings, tmp_path: Path) -> None:
     broken = tmp_path / "models" / "asr" / "broken"
     broken.mkdir(parents=True)

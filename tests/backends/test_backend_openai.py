@@ -18,6 +18,8 @@ from maie.runner.llm.json_output import loads
 from maie.runner.llm.openai_compat import OpenAICompatBackend
 from maie.settings import Settings
 
+pytestmark = pytest.mark.e2e
+
 TRANSCRIPT = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."
@@ -49,6 +51,7 @@ def _messages() -> list[ChatMessage]:
     ]
 
 
+@pytest.mark.unit
 def test_needs_a_server_url(settings: Settings) -> None:
     with pytest.raises(LlmError, match="OPENAI_BASE_URL"):
         create_llm_backend("openai", settings, model=None)

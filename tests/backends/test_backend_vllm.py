@@ -17,6 +17,8 @@ from maie.runner.llm.base import ChatMessage, GenerationParams
 from maie.runner.llm.vllm_backend import VllmBackend, quantization_of
 from maie.settings import Settings, get_settings
 
+pytestmark = pytest.mark.model
+
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 # A 4B-class instruct model in Hugging Face format under MODELS_DIR/llm/ (download_models.sh).
 GPU_MODEL = os.environ.get("MAIE_TEST_VLLM_MODEL", "Qwen3-4B-Instruct-2507")

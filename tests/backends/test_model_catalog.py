@@ -17,6 +17,8 @@ from maie.errors import ModelNotFoundError
 from maie.model_check import missing_models, require_models
 from maie.settings import Settings
 
+pytestmark = pytest.mark.model
+
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "CHUNKFORMER_"))}
@@ -106,6 +108,7 @@ def test_model_check_passes_with_the_bundled_defaults(settings: Settings) -> Non
     assert missing_models(settings) == []
 
 
+@pytest.mark.unit
 def test_download_script_lists_the_production_set() -> None:
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(

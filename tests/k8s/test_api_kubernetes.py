@@ -31,6 +31,7 @@ from maie.transcription import job_name_for, resource_name_for_task
 AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio" / "en_jfk_inaugural.flac"
 KEY = {"X-API-Key": "k8s-test-key"}
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}"),
     pytest.mark.timeout(400),
 ]

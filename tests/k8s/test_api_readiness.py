@@ -20,7 +20,7 @@ from maie.settings import Settings
 from maie.storage import bucket
 from maie.storage.s3 import S3ObjectStore
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 def _free_port() -> int:

@@ -18,6 +18,8 @@ import yaml
 
 from maie.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "maie"
 HELM = ROOT / ".cache" / "bin" / "helm"

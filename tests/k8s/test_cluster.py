@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "maie"
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 
 def _tool(name: str) -> str:

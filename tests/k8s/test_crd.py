@@ -24,6 +24,8 @@ from maie.transcription import (
     TranscriptionStatus,
 )
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 

@@ -29,7 +29,7 @@ from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 from tests.conftest import recording
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def tx_status(kube: Any, name: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from maie.operator.jobs import KUEUE_QUEUE_LABEL, OverrideNotAllowed, build_job,
 from maie.settings import Settings
 from maie.transcription import Transcription
 
+pytestmark = pytest.mark.unit
+
 GPU_POOL = {
     "operator_gpu_count": 1,
     "operator_node_selector": {"pool": "gpu"},

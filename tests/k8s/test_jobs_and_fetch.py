@@ -15,6 +15,8 @@ from maie.storage.access import AudioAccessError
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import Transcription, TranscriptionStatus, job_name_for
 
+pytestmark = pytest.mark.e2e
+
 
 def tx(name: str, **spec: object) -> Transcription:
     return Transcription.model_validate(
@@ -25,6 +27,7 @@ def tx(name: str, **spec: object) -> Transcription:
     )
 
 
+@pytest.mark.unit
 def test_long_names_give_valid_unique_job_names_and_labels() -> None:
     a, b = "x" * 200 + "a", "x" * 200 + "b"
     job_a, job_b = build_job(tx(a), Settings()), build_job(tx(b), Settings())
@@ -35,12 +38,14 @@ def test_long_names_give_valid_unique_job_names_and_labels() -> None:
     assert job_a["spec"]["template"]["metadata"]["annotations"]["maie.io/transcription"] == a
 
 
+@pytest.mark.unit
 def test_gpu_count_override_replaces_a_gpu_in_configured_resources() -> None:
     settings = Settings(operator_resources={"limits": {"nvidia.com/gpu": "2", "memory": "8Gi"}})
     (container,) = build_job(tx("t", job={"gpuCount": 0}), settings)["spec"]["template"]["spec"]["containers"]
     assert container["resources"] == {"limits": {"memory": "8Gi"}}
 
 
+@pytest.mark.unit
 def test_condition_transition_time_moves_only_when_status_flips() -> None:
     s = TranscriptionStatus()
     assert s.set_condition("Running", False, "Unschedulable", "no GPU")
@@ -98,6 +103,7 @@ def test_fetch_audio_refuses_oversized_and_missing_urls(s3_store: S3ObjectStore,
         ("http://127.0.0.1:9000/maie/audio/ns/t/raw.flac", "loopback"),
     ],
 )
+@pytest.mark.unit
 def test_a_task_reads_no_other_tenants_audio(
     s3_store: S3ObjectStore, tmp_path: Path, uri: str, message: str
 ) -> None:

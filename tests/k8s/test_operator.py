@@ -31,7 +31,7 @@ from maie.storage.base import TaskKeys
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.s3 import S3ObjectStore
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 CAP = 2
 TASKS = 6
 

@@ -15,6 +15,8 @@ from maie.operator import status as st
 from maie.operator.handlers import JobEntry, TxEntry, queue_view
 from maie.transcription import Phase, TranscriptionStatus
 
+pytestmark = pytest.mark.unit
+
 
 def tx(name: str, phase: str | None = "Queued", created: str = "2026-01-01T00:00:00Z", **kw: Any) -> TxEntry:
     fields = {"namespace": "ns", "name": name, "uid": f"uid-{name}", "phase": phase, "created": created,

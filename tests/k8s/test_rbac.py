@@ -25,7 +25,7 @@ from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.s3 import S3ObjectStore
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # Granted although no request shows it: with OwnerReferencesPermissionEnforcement, creating a Job
 # whose owner reference has blockOwnerDeletion: true needs `update` on the owner's finalizers.

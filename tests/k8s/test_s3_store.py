@@ -10,6 +10,8 @@ import pytest
 from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
 from maie.storage.s3 import S3ObjectStore
 
+pytestmark = pytest.mark.e2e
+
 
 def test_implements_the_store_protocol(s3_store: S3ObjectStore) -> None:
     assert isinstance(s3_store, ObjectStore)

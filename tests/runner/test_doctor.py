@@ -28,7 +28,7 @@ from maie.runner.doctor import (
 from maie.runner.llm.llama_cpp import llama_cpp_build
 from maie.settings import Settings
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.model, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +215,7 @@ def test_crash_descriptions_of_real_signals() -> None:
 # --------------------------------------------------------------------------------------------
 # Files and the CPU
 # --------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_world_readable_api_key_file_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SECRET_API_KEY", raising=False)
     settings = Settings(data_dir=tmp_path)
@@ -241,6 +242,7 @@ def test_world_readable_api_key_through_the_cli(tmp_path: Path, cache_dir: Path)
     assert [n for n, c in checks.items() if c["status"] == "problem"] == ["API key"]
 
 
+@pytest.mark.unit
 def test_unwritable_data_dir_is_a_problem(tmp_path: Path) -> None:
     from maie.runner.doctor import check_writable_dir
 
@@ -253,6 +255,7 @@ def test_unwritable_data_dir_is_a_problem(tmp_path: Path) -> None:
     assert fine.ok and "GiB free" in fine.detail and not list((tmp_path / "new").iterdir())
 
 
+@pytest.mark.unit
 def test_cpu_features_against_the_library(tmp_path: Path) -> None:
     info = "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AMX_INT8 = 1 | "
     info += "OPENMP = 1 |"
@@ -276,6 +279,7 @@ def test_cpu_features_against_the_library(tmp_path: Path) -> None:
     assert cpu_flags(tmp_path / "absent") is None
 
 
+@pytest.mark.unit
 def test_model_targets_bundled_and_configured(tmp_path: Path) -> None:
     from maie.runner.doctor import model_targets
 
@@ -299,6 +303,7 @@ def test_model_targets_bundled_and_configured(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_library_features_missing_from_the_cpu_are_a_problem(tmp_path: Path) -> None:
     """The real library (AVX2, FMA …) against a CPU that has no AVX2: SIGILL ahead, rebuild for v2."""
     from maie.runner.doctor import check_llama_cpu
@@ -317,6 +322,7 @@ def test_library_features_missing_from_the_cpu_are_a_problem(tmp_path: Path) -> 
     assert check.fix is not None and "LLAMA_CPU_BASELINE=x86-64-v2 bash scripts/bootstrap.sh" in check.fix
 
 
+@pytest.mark.unit
 def test_amx_kernels_in_the_library_are_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A library compiled with AMX (what GGML_NATIVE=ON gives on an AMX Xeon), even on a CPU with AMX."""
     from maie.runner.doctor import check_llama_cpu
@@ -339,6 +345,7 @@ def test_amx_kernels_in_the_library_are_a_problem(tmp_path: Path, monkeypatch: p
     assert check.fix is not None and "bash scripts/bootstrap.sh" in check.fix
 
 
+@pytest.mark.unit
 def test_wheel_script_is_keyed_on_its_own_flags_only() -> None:
     """CMAKE_ARGS from the environment cannot change (or poison) the portable wheel; native is refused."""
     repo = Path(__file__).resolve().parents[2]
@@ -362,6 +369,7 @@ def test_wheel_script_is_keyed_on_its_own_flags_only() -> None:
     assert native.returncode == 2 and "portable" in native.stderr
 
 
+@pytest.mark.unit
 def test_check_lines_are_one_line_each() -> None:
     check = Check("x", False, "it broke", "do this")
     assert check.line() == "PROBLEM x: it broke — fix: do this" and "\n" not in check.line()

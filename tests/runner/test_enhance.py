@@ -10,7 +10,10 @@ from maie.runner.llm.llama_cpp import LlamaCppBackend
 from maie.settings import Settings
 from tests.conftest import RECORDINGS, normalize
 
+pytestmark = pytest.mark.model
 
+
+@pytest.mark.unit
 def test_merge_takes_punctuation_but_never_words() -> None:
     raw = "so how are you today i am fine thanks we met in paris"
     proposed = "So, how are you doing today? I am very fine, thanks! We met in Paris."
@@ -20,12 +23,14 @@ def test_merge_takes_punctuation_but_never_words() -> None:
     assert rejected == 2
 
 
+@pytest.mark.unit
 def test_merge_survives_garbage() -> None:
     raw = "the horizon seems extremely distant"
     merged, rejected = merge_punctuation(raw, "<|im_start|> I cannot help with that.")
     assert merged == raw and rejected > 0
 
 
+@pytest.mark.unit
 def test_pieces_cover_the_text() -> None:
     text = " ".join(f"w{i}" for i in range(500))
     pieces = split_pieces(text, 80)

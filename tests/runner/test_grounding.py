@@ -19,6 +19,8 @@ from maie.runner.summarize import extractive_summary, fit_lengths, plan_fields, 
 from maie.templates import TemplateCatalog
 from tests.conftest import data_file
 
+pytestmark = pytest.mark.unit
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 JFK = (
     "And so my fellow Americans, ask not what your country can do for you, "

@@ -13,6 +13,8 @@ from maie.errors import AudioError
 from maie.runner.preprocess import TARGET_SAMPLE_RATE, preprocess, probe_audio, write_wav
 from tests.conftest import recording
 
+pytestmark = pytest.mark.unit
+
 FORMATS = [
     ("en_jfk_inaugural.flac", "flac", 44100, 2),
     ("en_jfk_inaugural.mp3", "mp3", 16000, 1),

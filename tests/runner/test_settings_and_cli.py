@@ -15,6 +15,8 @@ from maie.env_template import render
 from maie.runner.llm.generation import model_options, resolve
 from maie.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -65,6 +67,7 @@ def test_summary_needs_a_template() -> None:
         TaskRequest(features=["summary"])
 
 
+@pytest.mark.e2e
 def test_templates_and_models_commands(run_cli) -> None:  # type: ignore[no-untyped-def]
     proc = run_cli("templates")
     assert proc.returncode == 0

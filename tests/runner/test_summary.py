@@ -22,6 +22,8 @@ from maie.templates import TemplateCatalog
 from tests.conftest import data_file, recording
 from tests.runner.conftest import load_result
 
+pytestmark = pytest.mark.model
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 JFK = (
     "And so my fellow Americans, ask not what your country can do for you, "
@@ -205,6 +207,7 @@ def test_a_transcript_without_words_fails_clearly(run_cli, tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.unit
 def test_every_template_bounds_its_own_size() -> None:
     """Unbounded strings or arrays let a small model loop until max_tokens (seen here)."""
     catalog = TemplateCatalog(TEMPLATES)

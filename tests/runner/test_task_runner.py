@@ -30,7 +30,7 @@ from maie.storage.local import LocalObjectStore
 from maie.storage.s3 import S3ObjectStore
 from tests.conftest import recording
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NS = "team-a"
 
 

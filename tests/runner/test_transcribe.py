@@ -17,6 +17,8 @@ from maie.settings import Settings
 from tests.conftest import RECORDINGS, normalize, recording, wer
 from tests.runner.conftest import load_result
 
+pytestmark = pytest.mark.model
+
 JFK = "en_jfk_inaugural.flac"
 
 
@@ -340,6 +342,7 @@ def test_cli_shows_a_progress_bar_per_stage(run_cli, tmp_path: Path, monkeypatch
     assert "done 2.1s audio" in proc.stdout
 
 
+@pytest.mark.unit
 def test_initial_prompt_and_temperature_reach_the_decoder(settings: Settings) -> None:
     """Both decoding modes get them (and record them in versions); unset, neither is passed."""
     from maie.runner.asr.whisper import WhisperBackend

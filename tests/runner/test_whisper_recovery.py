@@ -3,7 +3,11 @@ test_transcribe.py)."""
 
 from __future__ import annotations
 
+import pytest
+
 from maie.runner.asr.whisper_recovery import unworded_speech
+
+pytestmark = pytest.mark.unit
 
 SR = 16000
 
