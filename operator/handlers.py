@@ -182,8 +182,11 @@ def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
         "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
     }
     for event in events:
-        # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
-        kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
+        try:
+            # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
+            kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
+        except LookupError:  # outside kopf's handler context: the status already says it
+            log.warning("event not posted (%s %s): %s", event.type, event.reason, event.message[:200])
 
 
 def _owner(obj: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -462,9 +465,24 @@ async def _deliver(ctx: Context, namespace: str, name: str) -> None:
 # --------------------------------------------------------------------------------------
 # handlers
 # --------------------------------------------------------------------------------------
-def _indices(kwargs: dict[str, Any]) -> tuple[kopf.Index[Key, TxEntry], kopf.Index[Key, JobEntry]]:
-    """The two indices kopf passes every handler by name (see `register`)."""
-    return kwargs["transcriptions"], kwargs["runner_jobs"]
+def _indices(
+    ctx: Context, kwargs: dict[str, Any]
+) -> tuple[kopf.Index[Key, TxEntry], kopf.Index[Key, JobEntry]]:
+    """The two indices kopf passes every handler by name (see `register`); the first handler to
+    get them also starts the queue's safety net, from its own context, where kopf can post Events."""
+    transcriptions, runner_jobs = kwargs["transcriptions"], kwargs["runner_jobs"]
+    if ctx.queue_task is None:
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(ctx.settings.operator_queue_retry_seconds)
+                try:
+                    await admit(ctx, transcriptions, runner_jobs)
+                except Exception:
+                    log.exception("admission failed; retrying")
+
+        ctx.queue_task = asyncio.create_task(loop(), name="maie-queue")
+    return transcriptions, runner_jobs
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
@@ -505,20 +523,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         return {(namespace or "default", owner): entry}
 
     @kopf.on.startup(registry=registry)
-    async def start_queue(**kwargs: Any) -> None:
-        """The safety net: look for free slots now and then, besides the Job events."""
-        transcriptions, runner_jobs = _indices(kwargs)
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(settings.operator_queue_retry_seconds)
-                try:
-                    await admit(ctx, transcriptions, runner_jobs)
-                except Exception:
-                    log.exception("admission failed; retrying")
-
-        ctx.queue_task = asyncio.create_task(loop(), name="maie-queue")
-        # Installs without the API (kubectl only) still need the bucket the runners write to.
+    async def start_bucket(**_: Any) -> None:
+        """Installs without the API (kubectl only) still need the bucket the runners write to."""
         ctx.bucket = BucketCreator(ctx.objects)
         ctx.bucket.start()
 
@@ -542,7 +548,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         **kwargs: Any,
     ) -> None:
         """Accept (or refuse) the resource, then run it when a slot is free."""
-        transcriptions, runner_jobs = _indices(kwargs)
+        transcriptions, runner_jobs = _indices(ctx, kwargs)
         namespace = namespace or "default"
         raw = dict(body)
         generation = meta.get("generation")
@@ -606,7 +612,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         **kwargs: Any,
     ) -> None:
         """Job state → status; a finished or deleted Job frees a slot for the next Queued resource."""
-        transcriptions, runner_jobs = _indices(kwargs)
+        transcriptions, runner_jobs = _indices(ctx, kwargs)
         namespace = namespace or "default"
         job = dict(body)
         owner, owner_uid = _owner(job)
@@ -703,7 +709,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         **kwargs: Any,
     ) -> None:
         """Stop the Job (and its pod), then delete the task's stored objects as the policy says."""
-        transcriptions, runner_jobs = _indices(kwargs)
+        transcriptions, runner_jobs = _indices(ctx, kwargs)
         namespace = namespace or "default"
         raw = dict(body)
         try:
