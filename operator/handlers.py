@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,6 +178,22 @@ def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
 
 
+def _tx_entry(
+    namespace: str, name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> TxEntry:
+    uid = str(meta.get("uid") or "")
+    return TxEntry(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        phase=status.get("phase"),
+        created=str(meta.get("creationTimestamp") or ""),
+        submitted=str(status.get("submittedAt") or "~"),
+        task_id=str(spec.get("taskId") or uid or name),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
 def _owner(obj: dict[str, Any]) -> tuple[str | None, str | None]:
     """(name, uid) of the Transcription a Job (owner reference) or a pod (annotations) belongs to."""
     meta = obj.get("metadata") or {}
@@ -231,12 +247,17 @@ def _start_job(ctx: Context, entry: TxEntry) -> str | None:
 
 
 async def admit(
-    ctx: Context, transcriptions: kopf.Index[Key, TxEntry], runner_jobs: kopf.Index[Key, JobEntry]
+    ctx: Context,
+    transcriptions: kopf.Index[Key, TxEntry],
+    runner_jobs: kopf.Index[Key, JobEntry],
+    fresh: TxEntry | None = None,
 ) -> None:
     """Start runner Jobs for the oldest Queued resources while fewer than the cap run.
 
     Reads only the indices (and the Jobs created since the watch last spoke), in the event loop, so
-    no listing and no race with the watch; one admission at a time, so two cannot take one slot."""
+    no listing and no race with the watch; one admission at a time, so two cannot take one slot.
+    `fresh` is the resource whose handler has just queued it: the index shows that only with the
+    next event of that resource, which kopf handles after this handler."""
     async with ctx.admission:
         now = time.monotonic()
         jobs = {key: list(store) for key, store in runner_jobs.items()}
@@ -248,11 +269,13 @@ async def admit(
         free = ctx.settings.operator_max_concurrent_jobs - len(holders)
         if free <= 0:
             return
+        entries = {key: e for key, store in transcriptions.items() for e in store}
+        if fresh is not None:
+            entries[fresh.namespace, fresh.name] = fresh
         waiting = sorted(
             (
                 e
-                for key, store in transcriptions.items()
-                for e in store
+                for key, e in entries.items()
                 if e.phase == Phase.QUEUED.value
                 and not e.deleting
                 and key not in jobs
@@ -451,19 +474,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         *, body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
     ) -> dict[Key, TxEntry]:
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
-        uid = str(meta.get("uid") or "")
-        return {
-            (namespace, name): TxEntry(
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                phase=status.get("phase"),
-                created=str(meta.get("creationTimestamp") or ""),
-                submitted=str(status.get("submittedAt") or "~"),
-                task_id=str(spec.get("taskId") or uid or name),
-                deleting=bool(meta.get("deletionTimestamp")),
-            )
-        }
+        return {(namespace, name): _tx_entry(namespace, name, meta, spec, status)}
 
     @kopf.index(
         "batch", "v1", "jobs", registry=registry, id="runner_jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}
@@ -512,6 +523,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         *,
         body: kopf.Body,
         meta: kopf.Meta,
+        spec: kopf.Spec,
         name: str,
         namespace: str | None,
         **kwargs: Any,
@@ -521,6 +533,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         namespace = namespace or "default"
         raw = dict(body)
         generation = meta.get("generation")
+        fresh: TxEntry | None = None
         if meta.get("deletionTimestamp"):
             return
         try:
@@ -551,19 +564,25 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                 _notify(ctx, namespace, name)
                 return
 
+            now: list[TranscriptionStatus] = []
+
             def accept(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
                 if t.status.phase is not None:
+                    now.append(t.status)
                     return t.status, []
                 new = st.accept(t.status, task_id=t.task_id, generation=generation)
+                now.append(new)
                 return new, [st.Event("Normal", "Accepted", f"queued as task {t.task_id}")]
 
             await asyncio.to_thread(update, ctx, namespace, name, accept, uid=uid)
+            if now:  # admission must see it Queued now, not when kopf has handled our own patch
+                fresh = _tx_entry(namespace, name, meta, spec, now[-1].wire())
         elif tx.status.job_name and (namespace, name) not in runner_jobs:
             # Resumed with a Job that is gone (TTL, a person, while the operator was away).
             job = await asyncio.to_thread(ctx.api.get_job, namespace, tx.status.job_name)
             await asyncio.to_thread(_finish, ctx, namespace, name, uid, job)
             return
-        await admit(ctx, transcriptions, runner_jobs)
+        await admit(ctx, transcriptions, runner_jobs, fresh)
         if (namespace, name) not in runner_jobs and (namespace, name) not in ctx.pending:
             cap = settings.operator_max_concurrent_jobs
             await asyncio.to_thread(
