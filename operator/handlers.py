@@ -162,20 +162,46 @@ def update(
             ctx.api.patch_transcription_status(namespace, name, patch)
         if new.phase is not None and new.phase != tx.status.phase:
             ctx.api.label_transcription(namespace, name, {LABEL_PHASE: new.phase.value})
-    _post(raw, events)
+    _post(raw, events, ctx.api)
     return tx
 
 
-def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
+def _post(tx: dict[str, Any], events: list[st.Event], api: Kube | None = None) -> None:
     meta = tx.get("metadata") or {}
-    ref = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-    }
+    involved = {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}
+    ref = {"apiVersion": API_VERSION, "kind": KIND, "metadata": involved}
     for event in events:
-        # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
-        kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
+        message = event.message[:1024]
+        try:
+            # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
+            kopf.event(ref, type=event.type, reason=event.reason, message=message)  # type: ignore[arg-type]
+        except LookupError:
+            # kopf posts Events only from its handlers' context; the admission timer runs outside it.
+            if api is not None:
+                _post_directly(api, involved, event.type, event.reason, message)
+
+
+def _post_directly(api: Kube, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event as kopf posts them (source "kopf"), through our client; best effort, as kopf's."""
+    now = datetime.now(UTC).isoformat()
+    namespace = str(involved.get("namespace") or "default")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "source": {"component": "kopf"},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, **involved, "namespace": namespace},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        api.create_event(namespace, body)
+    except Exception as exc:  # an Event is never worth failing the admission that made it
+        log.warning("could not post the %s Event of %s/%s: %s", reason, namespace, involved.get("name"), exc)
 
 
 def _tx_entry(
