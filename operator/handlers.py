@@ -486,6 +486,10 @@ async def _deliver(ctx: Context, namespace: str, name: str) -> None:
 # --------------------------------------------------------------------------------------
 # handlers
 # --------------------------------------------------------------------------------------
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("phase") == Phase.RUNNING.value)
+
+
 def _indices(kwargs: dict[str, Any]) -> tuple[kopf.Index[Key, TxEntry], kopf.Index[Key, JobEntry]]:
     """The two indices kopf passes every handler by name (see `register`)."""
     return kwargs["transcriptions"], kwargs["runner_jobs"]
@@ -677,8 +681,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         registry=registry,
         id="progress",
         interval=settings.runner_status_interval,
-        field="status.phase",
-        value=Phase.RUNNING.value,
+        # A callback, not field=/value=: a field filter puts status.phase into kopf's diff base, and
+        # kopf then rewrites its last-handled-configuration annotation at every phase change.
+        when=_running,
     )
     def progress(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         """The runner's progress.json → status.stage / step / progress, while it runs."""

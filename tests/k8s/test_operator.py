@@ -7,6 +7,7 @@ result.json in S3), exactly the objects and fields each of them writes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -45,6 +46,7 @@ def bucket(s3_store: S3ObjectStore, s3_endpoint: str, monkeypatch: pytest.Monkey
 
 
 S3: dict[str, str] = {}
+LAST_HANDLED = "operator.maie.io/last-handled-configuration"
 
 
 def op_settings(**overrides: Any) -> Settings:
@@ -705,6 +707,30 @@ async def test_the_safety_net_timer_admits_with_its_event_and_without_an_error(
     ]
     assert errors == []
     assert job_names(kube) == [first, "n-2-run"]
+
+
+async def test_phase_changes_are_not_changes_for_kopf(kube: Any, bucket: S3ObjectStore) -> None:
+    """The operator's own bookkeeping (status.phase, the maie.io/phase label) is not a change of the
+    resource: kopf writes its last-handled-configuration once, not again at every phase (found by
+    benchmarks/operator_load.py: two or three more PATCHes, and their watch events, per task)."""
+
+    def handled() -> list[str]:
+        return [
+            r.text
+            for r in kube
+            if r.name == "tx-once" and r.method == "PATCH" and "last-handled-configuration" in r.text
+        ]
+
+    async with running_operator(op_settings(), [NS]):
+        job = await started(kube, "tx-once")
+        runner_result(bucket, "tx-once", TaskStatus.COMPLETE)
+        await job_status(kube, job, active=0, succeeded=1, conditions=finished("Complete"))
+        await eventually(lambda: status(kube, "tx-once").get("phase") == "Succeeded", what="Succeeded")
+        await eventually(lambda: handled(), what="kopf's last-handled-configuration")
+        await asyncio.sleep(1.0)  # what kopf would write after the last phase change
+    stored = json.loads(obj(kube, TX, "tx-once")["metadata"]["annotations"][LAST_HANDLED])
+    assert "status" not in stored and "maie.io/phase" not in stored.get("metadata", {}).get("labels", {})
+    assert len(handled()) == 1
 
 
 async def test_operator_restart_never_makes_a_second_job(kube: Any) -> None:
