@@ -685,7 +685,7 @@ async def test_the_safety_net_timer_admits_with_its_event_and_without_an_error(
     finish = handlers._finish
 
     def slow_finish(*args: Any, **kwargs: Any) -> None:
-        time.sleep(3)
+        time.sleep(6)
         finish(*args, **kwargs)
 
     monkeypatch.setattr(handlers, "_finish", slow_finish)
@@ -698,8 +698,8 @@ async def test_the_safety_net_timer_admits_with_its_event_and_without_an_error(
         )
         runner_result(bucket, "n-1", TaskStatus.COMPLETE)
         await job_status(kube, first, active=0, succeeded=1, conditions=finished("Complete"))
-        # Before the completion handler (3 s) could admit anything: the timer did.
-        await eventually(lambda: "n-2-run" in job_names(kube), timeout=2.5, what="the timer admitting n-2")
+        # Before the completion handler (6 s) could admit anything: the timer did.
+        await eventually(lambda: "n-2-run" in job_names(kube), timeout=5, what="the timer admitting n-2")
         await eventually(lambda: ("Normal", "JobCreated") in events_for(kube, "n-2"), what="JobCreated")
         await eventually(lambda: status(kube, "n-1").get("phase") == "Succeeded", what="n-1 Succeeded")
     errors = [
