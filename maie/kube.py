@@ -107,6 +107,10 @@ class Kube:
             raise
         return True
 
+    def create_event(self, namespace: str, body: Body) -> None:
+        """Post a core/v1 Event (the operator's, where kopf's own poster is not available)."""
+        self.core.create_namespaced_event(namespace, body)  # type: ignore[arg-type]  # dicts are accepted
+
     # --- runner Jobs ----------------------------------------------------------------------
     def create_job(self, namespace: str, body: Body) -> bool:
         """Create the Job; False if it exists already (409 is success: names are deterministic)."""

@@ -170,23 +170,62 @@ def update(
                     measured.stage_seconds if measured else None,
                     measured.processing_time_seconds if measured else None,
                 )
-    _post(raw, events)
+    _post(raw, events, ctx.api)
     return tx
 
 
-def _post(tx: dict[str, Any], events: list[st.Event]) -> None:
+def _post(tx: dict[str, Any], events: list[st.Event], api: Kube | None = None) -> None:
     meta = tx.get("metadata") or {}
-    ref = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")},
-    }
+    involved = {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}
+    ref = {"apiVersion": API_VERSION, "kind": KIND, "metadata": involved}
     for event in events:
+        message = event.message[:1024]
         try:
             # kopf accepts any mapping with apiVersion/kind/metadata (typed as its Body class only).
-            kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])  # type: ignore[arg-type]
-        except LookupError:  # outside kopf's handler context: the status already says it
-            log.warning("event not posted (%s %s): %s", event.type, event.reason, event.message[:200])
+            kopf.event(ref, type=event.type, reason=event.reason, message=message)  # type: ignore[arg-type]
+        except LookupError:
+            # kopf posts Events only from its handlers' context; the admission timer runs outside it.
+            if api is not None:
+                _post_directly(api, involved, event.type, event.reason, message)
+
+
+def _post_directly(api: Kube, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event as kopf posts them (source "kopf"), through our client; best effort, as kopf's."""
+    now = datetime.now(UTC).isoformat()
+    namespace = str(involved.get("namespace") or "default")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "source": {"component": "kopf"},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, **involved, "namespace": namespace},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    try:
+        api.create_event(namespace, body)
+    except Exception as exc:  # an Event is never worth failing the admission that made it
+        log.warning("could not post the %s Event of %s/%s: %s", reason, namespace, involved.get("name"), exc)
+
+
+def _tx_entry(
+    namespace: str, name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> TxEntry:
+    uid = str(meta.get("uid") or "")
+    return TxEntry(
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        phase=status.get("phase"),
+        created=str(meta.get("creationTimestamp") or ""),
+        submitted=str(status.get("submittedAt") or "~"),
+        task_id=str(spec.get("taskId") or uid or name),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
 
 
 def _owner(obj: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -267,12 +306,17 @@ def queue_view(
 
 
 async def admit(
-    ctx: Context, transcriptions: kopf.Index[Key, TxEntry], runner_jobs: kopf.Index[Key, JobEntry]
+    ctx: Context,
+    transcriptions: kopf.Index[Key, TxEntry],
+    runner_jobs: kopf.Index[Key, JobEntry],
+    fresh: TxEntry | None = None,
 ) -> None:
     """Start runner Jobs for the oldest Queued resources while fewer than the cap run.
 
     Reads only the indices (and the Jobs created since the watch last spoke), in the event loop, so
-    no listing and no race with the watch; one admission at a time, so two cannot take one slot."""
+    no listing and no race with the watch; one admission at a time, so two cannot take one slot.
+    `fresh` is the resource whose handler has just queued it: the index shows that only with the
+    next event of that resource, which kopf handles after this handler."""
     async with ctx.admission:
         now = time.monotonic()
         for key in [
@@ -280,7 +324,10 @@ async def admit(
         ]:
             del ctx.pending[key]
         cap = ctx.settings.operator_max_concurrent_jobs
-        free, waiting = queue_view(transcriptions, runner_jobs, ctx.pending, cap)
+        view: dict[Key, Iterable[TxEntry]] = dict(transcriptions.items())
+        if fresh is not None:
+            view[fresh.namespace, fresh.name] = [fresh]
+        free, waiting = queue_view(view, runner_jobs, ctx.pending, cap)
         metrics.OPERATOR_JOBS_RUNNING.set(cap - free)
         metrics.OPERATOR_QUEUED.set(len(waiting))
         for entry in waiting:
@@ -485,6 +532,10 @@ def _indices(
     return transcriptions, runner_jobs
 
 
+def _running(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("phase") == Phase.RUNNING.value)
+
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     """Add the handlers to a registry (a fresh one per operator run keeps tests independent)."""
     settings = ctx.settings
@@ -494,19 +545,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         *, body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
     ) -> dict[Key, TxEntry]:
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
-        uid = str(meta.get("uid") or "")
-        return {
-            (namespace, name): TxEntry(
-                namespace=namespace,
-                name=name,
-                uid=uid,
-                phase=status.get("phase"),
-                created=str(meta.get("creationTimestamp") or ""),
-                submitted=str(status.get("submittedAt") or "~"),
-                task_id=str(spec.get("taskId") or uid or name),
-                deleting=bool(meta.get("deletionTimestamp")),
-            )
-        }
+        return {(namespace, name): _tx_entry(namespace, name, meta, spec, status)}
 
     @kopf.index(
         "batch", "v1", "jobs", registry=registry, id="runner_jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}
@@ -543,6 +582,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         *,
         body: kopf.Body,
         meta: kopf.Meta,
+        spec: kopf.Spec,
         name: str,
         namespace: str | None,
         **kwargs: Any,
@@ -552,6 +592,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         namespace = namespace or "default"
         raw = dict(body)
         generation = meta.get("generation")
+        fresh: TxEntry | None = None
         if meta.get("deletionTimestamp"):
             return
         try:
@@ -582,19 +623,25 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                 _notify(ctx, namespace, name)
                 return
 
+            now: list[TranscriptionStatus] = []
+
             def accept(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
                 if t.status.phase is not None:
+                    now.append(t.status)
                     return t.status, []
                 new = st.accept(t.status, task_id=t.task_id, generation=generation)
+                now.append(new)
                 return new, [st.Event("Normal", "Accepted", f"queued as task {t.task_id}")]
 
             await asyncio.to_thread(update, ctx, namespace, name, accept, uid=uid)
+            if now:  # admission must see it Queued now, not when kopf has handled our own patch
+                fresh = _tx_entry(namespace, name, meta, spec, now[-1].wire())
         elif tx.status.job_name and (namespace, name) not in runner_jobs:
             # Resumed with a Job that is gone (TTL, a person, while the operator was away).
             job = await asyncio.to_thread(ctx.api.get_job, namespace, tx.status.job_name)
             await asyncio.to_thread(_finish, ctx, namespace, name, uid, job)
             return
-        await admit(ctx, transcriptions, runner_jobs)
+        await admit(ctx, transcriptions, runner_jobs, fresh)
         if (namespace, name) not in runner_jobs and (namespace, name) not in ctx.pending:
             cap = settings.operator_max_concurrent_jobs
             await asyncio.to_thread(
@@ -663,8 +710,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         registry=registry,
         id="progress",
         interval=settings.runner_status_interval,
-        field="status.phase",
-        value=Phase.RUNNING.value,
+        # A callback, not field=/value=: a field filter puts status.phase into kopf's diff base, and
+        # kopf then rewrites its last-handled-configuration annotation at every phase change.
+        when=_running,
     )
     def progress(*, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         """The runner's progress.json → status.stage / step / progress, while it runs."""

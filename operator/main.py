@@ -30,7 +30,7 @@ from maie.kube import load_configuration
 from maie.metrics import start_operator_metrics_server
 from maie.operator.handlers import Context, register
 from maie.settings import Settings, get_settings
-from maie.transcription import LABEL_MANAGED_BY, MANAGED_BY
+from maie.transcription import LABEL_MANAGED_BY, LABEL_PHASE, MANAGED_BY
 
 log = logging.getLogger("maie.operator")
 LEASE_NAME = "maie-operator"
@@ -45,12 +45,19 @@ def configure(kopf_settings: kopf.OperatorSettings) -> kopf.OperatorSettings:
     """Keep status clean (kopf's bookkeeping in annotations), Events meaningful, watches narrow."""
     prefix = "operator.maie.io"
     kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=prefix)
+    # The phase label is the operator's own bookkeeping, not a change to handle: without this, kopf
+    # rewrites its last-handled-configuration annotation after every phase change.
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, ignored_fields=[("metadata", "labels", LABEL_PHASE)]
+    )
     kopf_settings.persistence.finalizer = f"{prefix}/cleanup"
     kopf_settings.posting.level = logging.WARNING  # our handlers post the Events worth reading
     kopf_settings.scanning.disabled = True  # namespaces are given; no cluster-wide namespace list
     kopf_settings.watching.server_timeout = 300
     kopf_settings.execution.max_workers = 8
+    # A resource being deleted keeps its finalizer until its timers have stopped; a timer caught
+    # mid-run (the progress read) is checked again after this, not after kopf's default 60 s.
+    kopf_settings.background.cancellation_polling = 1
     # Only MAIE's Jobs and pods, filtered by the API server (not every pod of the cluster, client-side).
     ours = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     kopf_settings.watching.label_selectors["batch", "jobs"] = ours

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
+import jsonpatch
 import kmock
 import kopf
 from kopf.testing import KopfRunner
@@ -64,9 +65,17 @@ def _invalid_quantities(job: dict[str, Any]) -> str | None:
 @attrs.define(kw_only=True)
 class ApiServerLike(kmock.KubernetesEmulator):
     """KMock plus what a real API server does that the tests rely on: on create, a name from
-    generateName (kopf's Events), uid, resourceVersion, generation and creationTimestamp; PUT with
+    generateName (kopf's Events), uid, generation and creationTimestamp; a new resourceVersion on
+    every write (KMock keeps the first one through PATCHes, and kopf, which waits for the version its
+    own patch returned, then takes stale events for fresh ones and re-runs handlers on them); PUT with
     optimistic concurrency on resourceVersion (the leader-election Lease); and the schema validation
     that refuses a Job whose resources are not quantities (422)."""
+
+    _version: int = attrs.field(default=1, init=False)
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
 
     async def _handle(self, request: Any) -> Any:
         if request.resource is not None and request.method == kmock.method.PUT and request.name:
@@ -86,10 +95,40 @@ class ApiServerLike(kmock.KubernetesEmulator):
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
             meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("resourceVersion", "1")
+            meta["resourceVersion"] = self._next_version()
             meta.setdefault("generation", 1)
             meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return await super()._handle(request)
+        elif request.resource is not None and request.method == kmock.method.PATCH and request.name:
+            if isinstance(data, dict):
+                data.setdefault("metadata", {})["resourceVersion"] = self._next_version()
+            elif isinstance(data, list):  # a JSON patch: its own "test" ops still see the old version
+                data.append({"op": "add", "path": "/metadata/resourceVersion", "value": self._next_version()})
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as exc:  # kopf's finalizer patch tests resourceVersion
+            raise Invalid(
+                message=f"the server rejected our request due to an error in our request: {exc}"
+            ) from exc
+
+    async def _serve_list(self, request: Any) -> Any:
+        listing = await super()._serve_list(request)
+        listing["metadata"]["resourceVersion"] = str(self._version)  # what a watch continues from
+        return listing
+
+    async def _serve_watch(self, request: Any) -> Any:
+        """Continue from the list's resourceVersion, as a real server does: KMock replays every stored
+        object, so an object already listed would come again, older than what its patches made it."""
+        since = str(request.params.get("resourceVersion") or "")
+        async for event in super()._serve_watch(request):
+            if (
+                since.isdigit()
+                and isinstance(event, dict)
+                and event.get("type") == "ADDED"
+                and int(str((event["object"].get("metadata") or {}).get("resourceVersion") or 0))
+                <= int(since)
+            ):
+                continue
+            yield event
 
     async def _replace(self, request: Any) -> Any:
         key = (request.resource, request.namespace, request.name)
@@ -102,7 +141,7 @@ class ApiServerLike(kmock.KubernetesEmulator):
             if sent != current:
                 raise Conflict()
             data = dict(request.data)
-            data["metadata"] = {**(data.get("metadata") or {}), "resourceVersion": str(int(current) + 1)}
+            data["metadata"] = {**(data.get("metadata") or {}), "resourceVersion": self._next_version()}
             stored.patch(data)
             raw = stored.raw
             await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
