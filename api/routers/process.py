@@ -15,11 +15,11 @@ from maie.api.auth import require_api_key
 from maie.api.backends import Submission
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.probe import AudioTooShortError, check_audio
+from maie.api.probe import AudioTooShortError, check_audio, sniff_audio
 from maie.api.schemas import FORM_FIELDS, PROCESS_OPENAPI, SAFE_NAME, ErrorResponse, ProcessResponse
 from maie.api.uploads import receive_form
 from maie.catalog import unavailable_backends
-from maie.contract import Feature, TaskRequest, utcnow
+from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
 from maie.errors import AudioError
 from maie.logs import request_id_var
 
@@ -174,7 +174,12 @@ async def process(
             if problem:
                 raise _bad(problem, "backend_unavailable")
         try:
-            info = await asyncio.to_thread(check_audio, upload.path)
+            info: AudioInfo | None = None
+            if settings.mode == "embedded":
+                decoded = await asyncio.to_thread(check_audio, upload.path)
+                info, described = decoded, f"{decoded.duration:.1f} s {decoded.codec}"
+            else:  # the runner decodes it, in a pod without credentials (api/probe.py)
+                described = await asyncio.to_thread(sniff_audio, upload.path)
         except AudioTooShortError as exc:
             raise ApiError(422, "audio_too_short", exc.message) from None
         except AudioError as exc:
@@ -202,8 +207,8 @@ async def process(
         if upload is not None and not submitted:
             upload.path.unlink(missing_ok=True)
     log.info(
-        "task %s queued: %s, %d bytes, %.1f s %s, features=%s",
-        task_id, upload.filename, upload.size, info.duration, info.codec,
+        "task %s queued: %s, %d bytes, %s, features=%s",
+        task_id, upload.filename, upload.size, described,
         ",".join(f.value for f in task_request.features),
     )  # fmt: skip
     return ProcessResponse(task_id=task_id, status_url=f"/v1/status/{task_id}")
