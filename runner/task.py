@@ -51,6 +51,36 @@ log = logging.getLogger("maie.runner")
 _CONTENT_TYPES = {".json": "application/json", ".srt": "application/x-subrip", ".vtt": "text/vtt"}
 
 
+class StartupCheckError(MaieError):
+    """The machine cannot do the work (`maie doctor` found problems): retrying here cannot help."""
+
+    code = "startup_check_failed"
+
+
+# The runner images' start-up check is `maie doctor` (RUNNER_STARTUP_CHECK=true in their ENV). The
+# doctor (issue 9) is not on main yet: the one line that enables the check is this module name,
+# "maie.runner.doctor", whose run_checks(settings) returns checks with .ok and .line().
+DOCTOR_MODULE: str | None = None
+
+
+def startup_check(settings: Settings) -> None:
+    """Raise StartupCheckError naming every problem `maie doctor` finds on this machine."""
+    if DOCTOR_MODULE is None:
+        log.warning("start-up check skipped: this build has no `maie doctor` yet")
+        return
+    import importlib
+
+    checks = importlib.import_module(DOCTOR_MODULE).run_checks(settings)
+    for check in checks:
+        log.info("start-up check: %s", check.line())
+    problems = [check.line() for check in checks if not check.ok]
+    if problems:
+        raise StartupCheckError(
+            f"this machine cannot run the task ({len(problems)} problem(s) found by maie doctor): "
+            + "; ".join(problems)
+        )
+
+
 class TaskInputError(MaieError):
     """The task's own input is unusable (missing object, 404 URL, too large): no retry helps."""
 
@@ -160,10 +190,12 @@ def run_task(task: RunnerTask, store: ObjectStore, settings: Settings, work_dir:
     exports: dict[str, str] = {}
     try:  # start-up check: every missing model named at once, before any download or load
         require_models(settings, task.request, asr_done=checkpoint.source_text is not None)
+        if settings.runner_startup_check:
+            startup_check(settings)
         audio = None
         if checkpoint.source_text is None:
             audio = fetch_audio(task, store, work_dir, settings)
-    except (ModelNotFoundError, TaskInputError, AudioAccessError) as exc:
+    except (ModelNotFoundError, StartupCheckError, TaskInputError, AudioAccessError) as exc:
         log.error("%s", exc.message)
         doc = failed(exc)
     else:
