@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
-import secrets
-import stat
 from pathlib import Path
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
 from maie.api.errors import ApiError
+from maie.secrets import stored_secret
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.auth")
@@ -36,28 +34,7 @@ def key_file(settings: Settings) -> Path:
 
 def resolve_api_key(settings: Settings) -> tuple[str, Path | None]:
     """(the key, the file it came from or None when SECRET_API_KEY is set)."""
-    if settings.secret_api_key is not None and settings.secret_api_key.get_secret_value():
-        return settings.secret_api_key.get_secret_value(), None
-    path = key_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        key = secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(key + "\n")
-            log.info("generated a new API key in %s", path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("%s was readable by others (mode %o); setting it to 0600", path, mode)
-        path.chmod(0o600)
-    key = path.read_text(encoding="utf-8").strip()
-    if not key:
-        raise RuntimeError(f"{path} is empty: delete it to generate a new key, or set SECRET_API_KEY")
-    return key, path
+    return stored_secret(settings.secret_api_key, key_file(settings))
 
 
 async def require_api_key(request: Request, api_key: str | None = Security(api_key_header)) -> None:

@@ -7,6 +7,7 @@ S3. Both hand tasks to the same runner and read its result.json; `app.py` picks 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from maie.api.schemas import CheckResult
 from maie.api.uploads import StagedUpload
 from maie.contract import AudioInfo, ResultDocument, TaskRequest, TaskStatus
+from maie.storage.base import ObjectNotFound, ObjectStore, TaskKeys
 
 
 @dataclass
@@ -48,6 +50,24 @@ class BackendHealth:
         return all(c.ok for c in self.checks.values())
 
 
+@dataclass
+class TaskFile:
+    """A file of a task's results (result.json or an export), streamed from its store."""
+
+    name: str
+    size: int
+    chunks: Iterator[bytes]
+
+
+def open_task_file(store: ObjectStore, keys: TaskKeys, name: str) -> TaskFile | None:
+    """The named file under the task's results/ prefix, or None when there is no such file."""
+    key = keys.result(name)
+    try:
+        return TaskFile(name=name, size=store.size(key), chunks=store.iter_bytes(key))
+    except ObjectNotFound:
+        return None
+
+
 @runtime_checkable
 class TaskBackend(Protocol):
     """What the API needs from wherever tasks run."""
@@ -73,6 +93,10 @@ class TaskBackend(Protocol):
 
     async def cancel(self, task_id: str) -> CancelOutcome | None:
         """Stop a queued or running task and remove its files (or delete a finished one)."""
+        ...
+
+    async def file(self, task_id: str, name: str) -> TaskFile | None:
+        """A file of the task's results (result.json, transcript.srt …); None when it has none."""
         ...
 
     async def health(self) -> BackendHealth: ...

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import IO
 
 from maie import checkpoint as records
-from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.backends import BackendHealth, CancelOutcome, Submission, TaskFile, open_task_file
 from maie.api.executor import HEARTBEAT_KEY, LocalExecutor
 from maie.api.schemas import CheckResult
 from maie.api.task_store import DONE, RUNNING, TaskStore
 from maie.checkpoint import Progress
-from maie.contract import ResultDocument, TaskRequest
+from maie.contract import ResultDocument, TaskRequest, WebhookStatus
 from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.local import LocalObjectStore
@@ -95,6 +95,7 @@ class EmbeddedBackend:
         if row.document:
             doc = ResultDocument.model_validate_json(row.document)
             doc.status = row.status
+            doc.webhook = WebhookStatus.model_validate_json(row.webhook) if row.webhook else None
             return doc
         doc = ResultDocument(
             task_id=row.id,
@@ -138,6 +139,11 @@ class EmbeddedBackend:
             was_unfinished=row.state != DONE,
             files_removed=removed,
         )
+
+    async def file(self, task_id: str, name: str) -> TaskFile | None:
+        if await asyncio.to_thread(self.store.get, task_id) is None:
+            return None
+        return await asyncio.to_thread(open_task_file, self.objects, TaskKeys(task_id), name)
 
     async def health(self) -> BackendHealth:
         checks: dict[str, CheckResult] = {}

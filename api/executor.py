@@ -11,6 +11,8 @@ store. The executor decides every phase transition from what the runner leaves b
   everything the finished stages stored and an error naming the stage and the cause;
 - JOB_TIMEOUT: stopped and FAILED the same way.
 On start-up, tasks left RUNNING by a killed service are requeued (or failed) by the same rules.
+A task that ends with a `callback_url` gets its webhook (maie.webhooks), delivered in the background;
+deliveries a killed service left pending are resumed at start.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from datetime import UTC, datetime, timedelta
 import psutil
 
 from maie import checkpoint as records
-from maie.api.task_store import RUNNING, TaskRow, TaskStore
-from maie.contract import ResultDocument, RunnerTask, TaskRequest
+from maie import webhooks
+from maie.api.task_store import DONE, RUNNING, TaskRow, TaskStore
+from maie.contract import ResultDocument, RunnerTask, TaskRequest, WebhookStatus
 from maie.failures import describe_death
 from maie.logs import request_id_var
 from maie.runner_protocol import EXIT_OK, EXIT_TASK_FAILED, WORKER_MODULE, LocalJob, settings_payload
+from maie.secrets import stored_secret
 from maie.settings import Settings
 from maie.storage.base import ObjectNotFound, TaskKeys
 from maie.storage.local import LocalObjectStore
@@ -42,6 +46,7 @@ log = logging.getLogger("maie.executor")
 HEARTBEAT_KEY = "executor_heartbeat"
 SWEEP_INTERVAL = 60.0
 STDERR_LINES = 200  # what is kept of a worker's output to describe its death
+WEBHOOK_SECRET_FILE = "webhook-secret"
 
 
 @dataclass
@@ -74,6 +79,8 @@ class LocalExecutor:
         self._stopping = False
         self._last_sweep = 0.0
         self.last_heartbeat: float | None = None
+        self._webhooks: set[asyncio.Task[None]] = set()
+        self._webhook_secret: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -86,6 +93,10 @@ class LocalExecutor:
         await asyncio.to_thread(self._kill_orphans)
         for row in await asyncio.to_thread(self.store.list_state, RUNNING):
             await self._after_run(row, returncode=None, output="", reason="the service restarted")
+        for row in await asyncio.to_thread(self.store.list_state, DONE):
+            pending = row.webhook is None or WebhookStatus.model_validate_json(row.webhook).state == "pending"
+            if pending and TaskRequest.model_validate_json(row.request).callback_url:
+                self._notify(row.id)
 
     async def stop(self) -> None:
         """Graceful shutdown: stop workers and put their tasks back, without spending an attempt."""
@@ -100,6 +111,8 @@ class LocalExecutor:
         for run in list(self._running.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(run.watcher, timeout=10)
+        for delivery in list(self._webhooks):  # resumed at the next start (state pending)
+            delivery.cancel()
 
     @property
     def alive(self) -> bool:
@@ -223,6 +236,7 @@ class LocalExecutor:
                     doc.error_code,
                 ):
                     log.info("task %s finished: %s", row.id, doc.status.value)
+                    self._notify(row.id)
                 return
         if self._stopping and reason is None:
             await asyncio.to_thread(
@@ -262,8 +276,41 @@ class LocalExecutor:
             code=code,
             pipeline_version=self.settings.pipeline_version,
         )
-        await asyncio.to_thread(self.store.fail, task.task_id, attempt, message, code, doc.to_json())
+        if await asyncio.to_thread(self.store.fail, task.task_id, attempt, message, code, doc.to_json()):
+            self._notify(task.task_id)
         log.error("task %s failed: %s", task.task_id, message)
+
+    # --- webhooks -----------------------------------------------------------------------------
+    def _notify(self, task_id: str) -> None:
+        """Deliver the finished task's webhook in the background (no-op without a callback_url)."""
+        delivery = asyncio.create_task(self._deliver(task_id), name=f"webhook-{task_id}")
+        self._webhooks.add(delivery)
+        delivery.add_done_callback(self._webhooks.discard)
+
+    def _secret(self) -> str:
+        """WEBHOOK_SECRET, or the one generated once in DATA_DIR/webhook-secret."""
+        if self._webhook_secret is None:
+            path = self.settings.data_dir / WEBHOOK_SECRET_FILE
+            self._webhook_secret = stored_secret(self.settings.webhook_secret, path)[0]
+        return self._webhook_secret
+
+    async def _deliver(self, task_id: str) -> None:
+        row = await asyncio.to_thread(self.store.get, task_id)
+        if row is None or row.document is None:
+            return
+        url = TaskRequest.model_validate_json(row.request).callback_url
+        if not url:
+            return
+        secret = await asyncio.to_thread(self._secret)
+        previous = WebhookStatus.model_validate_json(row.webhook) if row.webhook else None
+
+        async def record(status: WebhookStatus) -> None:
+            await asyncio.to_thread(self.store.set_webhook, task_id, status.model_dump_json())
+
+        try:
+            await webhooks.deliver(url, row.document.encode("utf-8"), self.settings, secret, record, previous)
+        except Exception:
+            log.exception("webhook of task %s failed", task_id)
 
     def _result(self, keys: TaskKeys) -> ResultDocument | None:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maie import checkpoint as records
-from maie.api.backends import BackendHealth, CancelOutcome, Submission
+from maie.api.backends import BackendHealth, CancelOutcome, Submission, TaskFile, open_task_file
 from maie.api.schemas import CheckResult
 from maie.checkpoint import Progress
 from maie.contract import ResultDocument
@@ -191,6 +191,12 @@ class KubernetesBackend:
             was_unfinished=unfinished,
             files_removed=removed,
         )
+
+    async def file(self, task_id: str, name: str) -> TaskFile | None:
+        tx = await self._resource(task_id)
+        if tx is None:
+            return None
+        return await asyncio.to_thread(open_task_file, self.store, TaskKeys(tx.task_id, tx.namespace), name)
 
     # --- health ------------------------------------------------------------------------------
     async def health(self) -> BackendHealth:

@@ -99,6 +99,12 @@ FORM_FIELDS: dict[str, dict[str, Any]] = {
     "top_k": {"type": "integer", "minimum": 0, "maximum": 1000},
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768},
     "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 3},
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": 2048,
+        "description": "Webhook: POSTed the status document, signed (MAIE-Signature), when the task ends.",
+    },
 }
 
 PROCESS_OPENAPI: dict[str, Any] = {

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker_pid   INTEGER,
     document     TEXT,
     error        TEXT,
-    error_code   TEXT
+    error_code   TEXT,
+    webhook      TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -99,6 +100,7 @@ class TaskRow:
     document: str | None
     error: str | None
     error_code: str | None
+    webhook: str | None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> TaskRow:
@@ -123,6 +125,7 @@ class TaskRow:
             document=row["document"],
             error=row["error"],
             error_code=row["error_code"],
+            webhook=row["webhook"],
         )
 
 
@@ -135,6 +138,9 @@ class TaskStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(tasks)")}
+            if "webhook" not in columns:  # a store made before webhooks
+                db.execute("ALTER TABLE tasks ADD COLUMN webhook TEXT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -295,6 +301,11 @@ class TaskStore:
                     (task_id, attempt or 0, "failed", code, ts),
                 )
         return bool(cur.rowcount)
+
+    def set_webhook(self, task_id: str, webhook_json: str) -> None:
+        """The webhook's delivery record (every attempt), shown in the task's status."""
+        with self._connect() as db:
+            db.execute("UPDATE tasks SET webhook=? WHERE id=?", (webhook_json, task_id))
 
     def add_events(self, task_id: str, events: list[tuple[int, str, str | None, str]]) -> None:
         """Append (attempt, kind, detail, at) lines to the audit trail (the runner's step history)."""

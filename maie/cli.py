@@ -298,6 +298,30 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 
 @app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each model probe (a child process) may take.")
+    ] = 180.0,
+    only_configured: Annotated[
+        bool,
+        typer.Option(
+            "--only-configured", help="Skip bundled models the settings do not use (e.g. at a Job's start)."
+        ),
+    ] = False,
+) -> None:
+    """Check that this machine can do the work: one line per check, ok or PROBLEM with its fix.
+
+    Python and packages, the llama.cpp build against this CPU, DATA_DIR, the API key file, and every
+    bundled and configured model loaded and run once in a child process (a crash is caught and
+    named). Exit status 1 when any check fails.
+    """
+    from maie.runner.doctor import main as doctor_main
+
+    raise typer.Exit(doctor_main(as_json=as_json, timeout=timeout, bundled=not only_configured))
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default API_PORT).")] = None,

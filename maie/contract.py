@@ -125,6 +125,12 @@ class TaskRequest(BaseModel):
     template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     asr: AsrOptions = Field(default_factory=AsrOptions)
     llm: LlmOptions = Field(default_factory=LlmOptions)
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
+        description="Webhook: POSTed the status document (signed) when the task ends.",
+    )
 
     @field_validator("features")
     @classmethod
@@ -226,6 +232,11 @@ class LlmVersion(BaseModel):
     decoding_params: dict[str, Any] = Field(default_factory=dict)
     structured_output: dict[str, Any] | None = None
     library_version: str | None = None
+    runtime_build: dict[str, Any] | None = Field(
+        None,
+        description="How the LLM library running here was built (llama.cpp: package version, CPU "
+        "baseline, CMake flags, llama_print_system_info); 'unknown' where no build record exists.",
+    )
 
 
 class Versions(BaseModel):
@@ -264,6 +275,21 @@ class StageEvent(BaseModel):
     detail: str | None = None
 
 
+class WebhookAttempt(BaseModel):
+    at: datetime = Field(default_factory=utcnow)
+    status: int | None = Field(None, description="The receiver's HTTP status.")
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class WebhookStatus(BaseModel):
+    """A task's webhook: every delivery attempt, and how it ended."""
+
+    url: str
+    state: Literal["pending", "delivered", "failed"] = "pending"
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class ResultDocument(BaseModel):
     """result.json, the runner's output and the API's status response."""
 
@@ -286,6 +312,9 @@ class ResultDocument(BaseModel):
     history: list[StageEvent] = Field(
         default_factory=list,
         description="Every attempt's steps: started, finished, resumed from a checkpoint.",
+    )
+    webhook: WebhookStatus | None = Field(
+        None, description="The callback_url's delivery, when one was given."
     )
 
     def to_json(self) -> str:

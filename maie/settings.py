@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
+    # --- webhooks (POST the status document when a task ends) ---------------------------
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the MAIE-Signature header. Unset in embedded mode: generated on "
+        "first start in DATA_DIR/webhook-secret (mode 0600); in a cluster the chart's Secret sets it.",
+    )
+    allowed_internal_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a callback_url or an audio http(s) URL may reach although loopback or "
+        'link-local (JSON list, e.g. ["127.0.0.0/8"] for a receiver on this machine); refused otherwise.',
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds per webhook request.")
+    webhook_retry_seconds: int = Field(
+        600, ge=0, description="How long a failing webhook is retried (exponential backoff, 1 s to 60 s)."
+    )
+
     # --- paths --------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="Embedded store, object files, caches and the API key.")
     models_dir: Path = Field(

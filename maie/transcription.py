@@ -27,6 +27,7 @@ from maie.contract import (
     Step,
     TaskRequest,
     TaskStatus,
+    WebhookStatus,
     utcnow,
 )
 
@@ -155,6 +156,12 @@ class TranscriptionSpec(_Camel):
     )
     deletion_policy: DeletionPolicy | None = None
     job: JobOverrides = Field(default_factory=JobOverrides)
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        pattern=r"^https?://\S+$",
+        description="Webhook: POSTed the status document (signed) when the task ends.",
+    )
 
     @model_validator(mode="after")
     def _summary_needs_template(self) -> TranscriptionSpec:
@@ -168,6 +175,7 @@ class TranscriptionSpec(_Camel):
             template_id=self.template_id,
             asr=AsrOptions.model_validate(self.asr.model_dump(by_alias=False)),
             llm=LlmOptions.model_validate(self.llm.model_dump(by_alias=False)),
+            callback_url=self.callback_url,
         )
 
     @classmethod
@@ -181,6 +189,7 @@ class TranscriptionSpec(_Camel):
             asr=AsrSpec.model_validate(request.asr.model_dump()),
             llm=LlmSpec.model_validate(request.llm.model_dump()),
             task_id=task_id,
+            callback_url=request.callback_url,
         )
 
 
@@ -237,6 +246,7 @@ class TranscriptionStatus(_Camel):
     exports: dict[str, str] | None = None
     error: str | None = None
     error_code: str | None = None
+    webhook: WebhookStatus | None = None
     last_failure: str | None = Field(
         None, description="How the last failed attempt ended (the next one resumes after its last stage)."
     )

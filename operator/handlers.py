@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,8 +33,9 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from maie import checkpoint as records
+from maie import webhooks
 from maie.checkpoint import Progress
-from maie.contract import ResultDocument, TaskStatus
+from maie.contract import ResultDocument, TaskStatus, WebhookAttempt, WebhookStatus
 from maie.kube import Kube
 from maie.operator import status as st
 from maie.operator.jobs import OverrideNotAllowed, build_job, refused_overrides
@@ -60,6 +61,7 @@ from maie.transcription import (
     Transcription,
     TranscriptionStatus,
     job_name_for,
+    live_document,
     runner_task,
 )
 
@@ -102,6 +104,7 @@ class Context:
     kube: Kube | None = None
     store: S3ObjectStore | None = None
     pending: dict[Key, float] = field(default_factory=dict)
+    webhooks: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     queue_task: asyncio.Task[None] | None = None
     bucket: BucketCreator | None = None
     _admission: asyncio.Lock | None = None
@@ -227,6 +230,31 @@ def _start_job(ctx: Context, entry: TxEntry) -> str | None:
     return "started"
 
 
+def queue_view(
+    transcriptions: Mapping[Key, Iterable[TxEntry]],
+    runner_jobs: Mapping[Key, Iterable[JobEntry]],
+    pending: Mapping[Key, float],
+    cap: int,
+) -> tuple[int, list[TxEntry]]:
+    """(free slots, the Queued resources in the order they start): the queue's rule, pure.
+
+    A slot is held by a resource whose Job has not finished, or whose Job was just created and the
+    watch has not shown yet (`pending`). Queued resources start in creation order (then submission
+    time, then name); one being deleted, or already with a Job, never starts."""
+    jobs = {key: list(entries) for key, entries in runner_jobs.items()}
+    holders = {k for k, entries in jobs.items() if any(not j.finished for j in entries)} | set(pending)
+    waiting = sorted(
+        (
+            e
+            for key, entries in transcriptions.items()
+            for e in entries
+            if e.phase == Phase.QUEUED.value and not e.deleting and key not in jobs and key not in pending
+        ),
+        key=lambda e: (e.created, e.submitted, e.name),
+    )
+    return cap - len(holders), waiting
+
+
 async def admit(
     ctx: Context, transcriptions: kopf.Index[Key, TxEntry], runner_jobs: kopf.Index[Key, JobEntry]
 ) -> None:
@@ -236,26 +264,12 @@ async def admit(
     no listing and no race with the watch; one admission at a time, so two cannot take one slot."""
     async with ctx.admission:
         now = time.monotonic()
-        jobs = {key: list(store) for key, store in runner_jobs.items()}
-        for key in [k for k, t in ctx.pending.items() if k in jobs or now - t > PENDING_FORGET_SECONDS]:
+        for key in [
+            k for k, t in ctx.pending.items() if k in runner_jobs or now - t > PENDING_FORGET_SECONDS
+        ]:
             del ctx.pending[key]
-        holders = {k for k, entries in jobs.items() if any(not j.finished for j in entries)} | set(
-            ctx.pending
-        )
-        free = ctx.settings.operator_max_concurrent_jobs - len(holders)
-        if free <= 0:
-            return
-        waiting = sorted(
-            (
-                e
-                for key, store in transcriptions.items()
-                for e in store
-                if e.phase == Phase.QUEUED.value
-                and not e.deleting
-                and key not in jobs
-                and key not in ctx.pending
-            ),
-            key=lambda e: (e.created, e.submitted, e.name),
+        free, waiting = queue_view(
+            transcriptions, runner_jobs, ctx.pending, ctx.settings.operator_max_concurrent_jobs
         )
         for entry in waiting:
             if free <= 0:
@@ -263,6 +277,8 @@ async def admit(
             outcome = await asyncio.to_thread(_start_job, ctx, entry)
             if outcome is None:
                 return
+            if outcome == "refused":
+                _notify(ctx, entry.namespace, entry.name)
             if outcome == "started":
                 ctx.pending[(entry.namespace, entry.name)] = time.monotonic()
                 free -= 1
@@ -285,7 +301,9 @@ def _admission_problem(
         exc = OverrideNotAllowed(refused, list(ctx.settings.operator_allowed_job_overrides))
         return exc.reason, exc.code, exc.message
     try:
-        check_audio_location(tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings)
+        check_audio_location(
+            tx.spec.audio.uri, TaskKeys(tx.task_id, tx.namespace), ctx.settings, resolve=False
+        )
     except AudioAccessError as exc:
         return "AudioNotAllowed", exc.code, exc.message
     except ValueError as exc:  # a task id that cannot be an object-key segment
@@ -356,6 +374,21 @@ def _finish(ctx: Context, namespace: str, name: str, uid: str | None, job: dict[
     update(ctx, namespace, name, lambda t: st.finished(t.status, job, doc, result_uri), uid=uid)
 
 
+def _stop_for_good(ctx: Context, tx: Transcription) -> None:
+    """A pod problem that will not fix itself: stop the Job (frees the GPU and the slot) and leave
+    a FAILED result.json with whatever the runner had finished, as every ended task has."""
+    fresh = ctx.api.get_transcription(tx.namespace, tx.name)
+    error = (fresh or {}).get("status", {}).get("error") or "the runner pod cannot run"
+    ctx.api.delete_job(tx.namespace, tx.status.job_name or job_name_for(tx.name))
+    records.fail_after_death(
+        runner_task(tx),
+        ctx.objects,
+        error=error,
+        code="job_failed",
+        pipeline_version=ctx.settings.pipeline_version,
+    )
+
+
 def _mirror_progress(ctx: Context, namespace: str, name: str, tx: Transcription) -> None:
     record = records.read(ctx.objects, TaskKeys(tx.task_id, namespace).progress, Progress)
     if record is not None:
@@ -366,6 +399,52 @@ def _mirror_progress(ctx: Context, namespace: str, name: str, tx: Transcription)
             lambda t: (st.progress(t.status, record), []),
             uid=str(tx.metadata.get("uid") or "") or None,
         )
+
+
+# --------------------------------------------------------------------------------------
+# webhooks: when a resource ends, POST its result document to spec.callbackUrl (signed)
+# --------------------------------------------------------------------------------------
+def _notify(ctx: Context, namespace: str, name: str) -> None:
+    """Deliver the finished resource's webhook in the background (no-op without a callbackUrl)."""
+    key = (namespace, name)
+    if key not in ctx.webhooks:
+        task = asyncio.create_task(_deliver(ctx, namespace, name), name=f"webhook-{namespace}-{name}")
+        ctx.webhooks[key] = task
+        task.add_done_callback(lambda _: ctx.webhooks.pop(key, None))
+
+
+async def _deliver(ctx: Context, namespace: str, name: str) -> None:
+    raw = await asyncio.to_thread(ctx.api.get_transcription, namespace, name)
+    if raw is None:
+        return
+    tx = Transcription.model_validate(raw)
+    url = tx.spec.callback_url
+    done = tx.status.phase is not None and tx.status.phase.finished
+    if not url or not done or (tx.status.webhook is not None and tx.status.webhook.state != "pending"):
+        return
+    uid = str(tx.metadata.get("uid") or "") or None
+
+    async def record(webhook: WebhookStatus) -> None:
+        def change(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
+            new = t.status.model_copy(deep=True)
+            new.webhook = webhook
+            return new, []
+
+        await asyncio.to_thread(update, ctx, namespace, name, change, uid=uid)
+
+    secret = ctx.settings.webhook_secret
+    if secret is None or not secret.get_secret_value():
+        refusal = "WEBHOOK_SECRET is not set for the operator: webhooks are never sent unsigned"
+        await record(WebhookStatus(url=url, state="failed", attempts=[WebhookAttempt(error=refusal)]))
+        return
+    try:  # the document as stored; a resource refused before any run has only its status
+        body = await asyncio.to_thread(ctx.objects.get_bytes, TaskKeys(tx.task_id, namespace).result())
+    except ObjectNotFound:
+        body = live_document(tx).to_json().encode("utf-8")
+    try:
+        await webhooks.deliver(url, body, ctx.settings, secret.get_secret_value(), record, tx.status.webhook)
+    except Exception:
+        log.exception("webhook of %s/%s failed", namespace, name)
 
 
 # --------------------------------------------------------------------------------------
@@ -435,6 +514,8 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     async def stop_queue(**_: Any) -> None:
         if ctx.queue_task is not None:
             ctx.queue_task.cancel()
+        for delivery in list(ctx.webhooks.values()):  # resumed by the next leader (state pending)
+            delivery.cancel()
         if ctx.bucket is not None:
             await ctx.bucket.stop()
 
@@ -468,6 +549,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         uid = str(meta.get("uid") or "")
         if tx.status.phase and tx.status.phase.finished:
+            _notify(ctx, namespace, name)  # a delivery the operator's restart interrupted
             return
         if tx.status.phase is None:
             problem = _admission_problem(ctx, tx, transcriptions)
@@ -479,6 +561,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
                     return new, [st.Event("Warning", reason, message)]
 
                 await asyncio.to_thread(update, ctx, namespace, name, refuse, uid=uid)
+                _notify(ctx, namespace, name)
                 return
 
             def accept(t: Transcription) -> tuple[TranscriptionStatus, list[st.Event]]:
@@ -519,8 +602,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             return
         if type == "DELETED":
             await asyncio.to_thread(_finish, ctx, namespace, owner, owner_uid, None)
+            _notify(ctx, namespace, owner)
         elif st.job_finished(job):
             await asyncio.to_thread(_finish, ctx, namespace, owner, owner_uid, job)
+            _notify(ctx, namespace, owner)
         else:
             await asyncio.to_thread(
                 update, ctx, namespace, owner, lambda t: (st.running(t.status, job), []), uid=owner_uid
@@ -531,7 +616,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     @kopf.on.event(
         "", "v1", "pods", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY}, id="mirror-pod"
     )
-    def mirror_pod(*, type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    async def mirror_pod(*, type: str, body: kopf.Body, namespace: str | None, **_: Any) -> None:
         """Scheduling, image-pull and crash news of the runner pod → status and Events."""
         namespace = namespace or "default"
         if type == "DELETED":
@@ -548,11 +633,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             stop.append(fatal)
             return new, events
 
-        tx = update(ctx, namespace, owner, change, uid=owner_uid)
+        tx = await asyncio.to_thread(update, ctx, namespace, owner, change, uid=owner_uid)
         if tx is not None and any(stop):
-            ctx.api.delete_job(
-                namespace, tx.status.job_name or job_name_for(owner)
-            )  # frees the GPU and the slot
+            await asyncio.to_thread(_stop_for_good, ctx, tx)
+            _notify(ctx, namespace, owner)
 
     @kopf.timer(
         GROUP,

@@ -22,6 +22,7 @@ from maie.catalog import unavailable_backends
 from maie.contract import AudioInfo, Feature, TaskRequest, utcnow
 from maie.errors import AudioError
 from maie.logs import request_id_var
+from maie.webhooks import WebhookUrlError, check_url
 
 log = logging.getLogger("maie.api.process")
 router = APIRouter(prefix="/v1", tags=["processing"], dependencies=[Depends(require_api_key)])
@@ -105,8 +106,9 @@ def build_request(fields: dict[str, list[str]]) -> TaskRequest:
             first = (wrong or [""])[0][:40]
             raise _bad(f"features: unknown feature '{first}' (choose from {', '.join(sorted(known))})")
         data["features"] = names
-    if "template_id" in fields:
-        data["template_id"] = _scalar("template_id", fields["template_id"])
+    for top in ("template_id", "callback_url"):
+        if top in fields:
+            data[top] = _scalar(top, fields[top])
     for form_name, option in _ASR_FIELDS.items():
         if form_name in fields:
             data["asr"][option] = _scalar(form_name, fields[form_name])
@@ -167,6 +169,11 @@ async def process(
                 f"template_id: template '{task_request.template_id}' does not exist (available: {known})",
                 "template_not_found",
             )
+        if task_request.callback_url:
+            try:
+                await asyncio.to_thread(check_url, task_request.callback_url, settings)
+            except WebhookUrlError as exc:
+                raise _bad(f"callback_url: {exc.message}", exc.code) from None
         if settings.mode == "embedded":  # in a cluster the runner image, not the API's, decides
             problem = await asyncio.to_thread(
                 unavailable_backends, task_request.asr.backend, task_request.llm.backend, settings

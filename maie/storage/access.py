@@ -3,7 +3,8 @@ runner applies again before it reads (it holds the S3 credentials, so it is the 
 
 A tenant names its audio with a URI in its own Transcription. Inside MAIE's bucket that URI must lie
 under the tenant's own `audio/{namespace}/` prefix — never another namespace's uploads or anyone's
-results; other buckets only when the platform team lists them (`S3_ALLOWED_AUDIO_BUCKETS`).
+results; other buckets only when the platform team lists them (`S3_ALLOWED_AUDIO_BUCKETS`); an
+http(s) URL never to this machine or the cloud's metadata service.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from maie.errors import MaieError
 from maie.settings import Settings
 from maie.storage.base import TaskKeys
+from maie.urls import UrlRefused, check_outbound_url
 
 
 class AudioAccessError(MaieError):
@@ -33,9 +35,15 @@ def tenant_audio_prefix(namespace: str | None) -> str:
     return f"audio/{namespace}/" if namespace else "audio/"
 
 
-def check_audio_location(uri: str, keys: TaskKeys, settings: Settings) -> None:
-    """Raise AudioAccessError when the task's tenant may not read this audio."""
+def check_audio_location(uri: str, keys: TaskKeys, settings: Settings, *, resolve: bool = True) -> None:
+    """Raise AudioAccessError when the task's tenant may not read this audio. An http(s) URL must not
+    reach this machine or the cloud's metadata service (`maie.urls`); `resolve=False` checks only
+    what the URL itself says (the operator's admission: no DNS in its path)."""
     if uri.startswith(("http://", "https://")):
+        try:
+            check_outbound_url(uri, settings, what="the audio URL", resolve=resolve)
+        except UrlRefused as exc:
+            raise AudioAccessError(exc.message) from None
         return
     if uri.startswith("s3://"):
         try:

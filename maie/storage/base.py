@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -77,6 +78,10 @@ class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
+
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        """The object in chunks (a download is never held whole in memory); ObjectNotFound if absent."""
+        ...
 
     def download(self, key: str, path: Path) -> None: ...
 

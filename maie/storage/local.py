@@ -11,11 +11,19 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from maie.storage.base import ObjectNotFound
 
 _COPY_CHUNK = 1024 * 1024
+
+
+def _chunks(fh: BinaryIO, size: int) -> Iterator[bytes]:
+    with fh:
+        while chunk := fh.read(size):
+            yield chunk
 
 
 class LocalObjectStore:
@@ -78,6 +86,14 @@ class LocalObjectStore:
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
+
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        path = self.path_for(key)
+        try:
+            fh = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        return _chunks(fh, chunk_size)
 
     def download(self, key: str, path: Path) -> None:
         source = self.path_for(key)

@@ -7,9 +7,10 @@ which one they have. Streams in parts: an upload or a download is never held who
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from minio import Minio
 from minio.deleteobjects import DeleteObject
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
     from maie.settings import Settings
 
 _MISSING = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
+
+
+def _stream(response: Any, size: int) -> Iterator[bytes]:
+    try:
+        yield from response.stream(size)
+    finally:
+        response.close()
+        response.release_conn()
 
 
 class S3ObjectStore:
@@ -98,6 +107,13 @@ class S3ObjectStore:
         finally:
             response.close()
             response.release_conn()
+
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            raise self._not_found(exc, key) from exc
+        return _stream(response, chunk_size)
 
     def download(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

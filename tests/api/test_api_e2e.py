@@ -90,9 +90,20 @@ def test_transcribe_and_summarize_end_to_end(client: httpx.Client, server: ApiSe
     stored = json.loads((objects / "results" / task_id / "result.json").read_text())
     assert stored["results"] == results and stored["status"] == "COMPLETE"
     assert (objects / "audio" / task_id / "raw.flac").read_bytes() == STEW.read_bytes()
-    assert set(doc["exports"]) == {"transcript.srt", "transcript.vtt", "transcript.txt"}
-    for name in doc["exports"]:
-        assert (objects / "results" / task_id / name).is_file(), name
+    # Every export and result.json is served by the API, with its content type.
+    assert set(doc["exports"]) == {"transcript.srt", "transcript.vtt", "transcript.txt", "result.json"}
+    types = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
+    types["json"] = "application/json"
+    for name, url in doc["exports"].items():
+        assert url == f"/v1/tasks/{task_id}/files/{name}"
+        got = client.get(url)
+        assert got.status_code == 200 and got.headers["content-type"].startswith(types[name.rsplit(".")[-1]])
+        assert got.content == (objects / "results" / task_id / name).read_bytes(), name
+        assert got.headers["content-disposition"] == f'attachment; filename="{name}"'
+    assert " --> " in client.get(doc["exports"]["transcript.srt"]).text
+    # The runner's own records are not served.
+    missing = client.get(f"/v1/tasks/{task_id}/files/checkpoint.json")
+    assert missing.status_code == 404 and missing.json()["code"] == "file_not_found"
     # The runner's history: one attempt, each step started and finished once, in order.
     steps = [(e["event"], e["step"]) for e in doc["history"] if e["step"]]
     assert steps == [(ev, st) for st in ("preprocessing", "asr", "summary") for ev in ("started", "finished")]

@@ -107,6 +107,10 @@ async def test_submit_run_and_read_the_result(
 
         body = (await api.get(f"/v1/status/{task_id}", headers=KEY)).json()
         health = (await api.get("/health")).json()
+        # The exports are streamed from S3 by the API (the runner stored them under the namespace).
+        text = await api.get(body["exports"]["transcript.txt"], headers=KEY)
+        assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+        assert text.content == s3_store.get_bytes(f"results/{NS}/{task_id}/transcript.txt")
 
     assert body["status"] == "COMPLETE", body
     assert "ask not what your country" in body["results"]["raw_transcript"].lower()

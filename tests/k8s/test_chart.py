@@ -452,7 +452,9 @@ def test_gitops_renders_are_identical_with_existing_secret_or_given_keys() -> No
     }
     assert env["MINIO_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "maie-creds"
     assert find(docs, "ConfigMap", "maie-operator")["data"]["OPERATOR_S3_SECRET"] == "maie-creds"
-    given = _rendered_twice("--set", "secrets.apiKey=k", "--set", "secrets.s3SecretKey=s")
+    given = _rendered_twice(
+        "--set", "secrets.apiKey=k", "--set", "secrets.s3SecretKey=s", "--set", "secrets.webhookSecret=w"
+    )
     assert given[0] == given[1]
 
 

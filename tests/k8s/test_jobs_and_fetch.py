@@ -61,7 +61,9 @@ def task(uri: str, namespace: str = "ns") -> RunnerTask:
 
 def test_fetch_audio_from_s3_and_from_a_presigned_http_url(s3_store: S3ObjectStore, tmp_path: Path) -> None:
     s3_store.put_bytes("audio/ns/t/raw.FLAC", b"fLaC-bytes")
-    settings = Settings(max_file_size_mb=1, s3_bucket=s3_store.bucket)
+    settings = Settings(
+        max_file_size_mb=1, s3_bucket=s3_store.bucket, allowed_internal_networks=["127.0.0.0/8"]
+    )
     (tmp_path / "a").mkdir()
     got = fetch_audio(task(f"s3://{s3_store.bucket}/audio/ns/t/raw.FLAC"), s3_store, tmp_path / "a", settings)
     assert got.name == "raw.flac" and got.read_bytes() == b"fLaC-bytes"
@@ -75,7 +77,9 @@ def test_fetch_audio_from_s3_and_from_a_presigned_http_url(s3_store: S3ObjectSto
 
 def test_fetch_audio_refuses_oversized_and_missing_urls(s3_store: S3ObjectStore, tmp_path: Path) -> None:
     s3_store.put_bytes("audio/ns/big/raw.wav", b"\0" * (1024 * 1024 + 10))
-    settings = Settings(max_file_size_mb=1, s3_bucket=s3_store.bucket)
+    settings = Settings(
+        max_file_size_mb=1, s3_bucket=s3_store.bucket, allowed_internal_networks=["127.0.0.0/8"]
+    )
     with pytest.raises(TaskInputError, match="larger than MAX_FILE_SIZE_MB=1"):
         fetch_audio(task(s3_store.presigned_url("audio/ns/big/raw.wav")), s3_store, tmp_path, settings)
     missing = s3_store.presigned_url("audio/ns/nothing/raw.wav")
@@ -90,6 +94,8 @@ def test_fetch_audio_refuses_oversized_and_missing_urls(s3_store: S3ObjectStore,
         ("s3://maie/results/ns/t/result.json", "outside this namespace's uploads"),
         ("s3://maie/audio/ns/../other-ns/t/raw.flac", "climbs out"),
         ("s3://elsewhere/a.flac", "bucket elsewhere is not allowed"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local or metadata"),
+        ("http://127.0.0.1:9000/maie/audio/ns/t/raw.flac", "loopback"),
     ],
 )
 def test_a_task_reads_no_other_tenants_audio(

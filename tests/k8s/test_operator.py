@@ -750,3 +750,33 @@ async def test_finished_api_tasks_expire_after_result_ttl(kube: Any, bucket: S3O
             await eventually(lambda n=name: status(kube, n).get("phase") == "Succeeded", what="Succeeded")
         await eventually(lambda: gone(kube, TX, "tx-old"), what="the expired API task deleted")
     assert status(kube, "tx-mine")["phase"] == "Succeeded"  # kubectl-made resources stay
+
+
+async def test_the_operator_posts_the_webhook_when_the_task_ends(kube: Any, bucket: S3ObjectStore) -> None:
+    from maie.webhooks import verify
+    from tests.receiver import Receiver
+
+    receiver = Receiver([502])
+    spec = {
+        "audio": {"uri": "https://media.example/a.flac"},
+        "features": ["raw_transcript"],
+        "callbackUrl": receiver.url,
+    }
+    settings = op_settings(webhook_secret="op-secret", allowed_internal_networks=["127.0.0.0/8"])
+    try:
+        async with running_operator(settings, [NS]):
+            job = await started(kube, "tx-hook", spec)
+            runner_result(bucket, "tx-hook", TaskStatus.COMPLETE)
+            await job_status(kube, job, active=0, succeeded=1, conditions=finished("Complete"))
+            await eventually(
+                lambda: (status(kube, "tx-hook").get("webhook") or {}).get("state") == "delivered",
+                timeout=30,
+                what="the webhook delivered",
+            )
+    finally:
+        receiver.close()
+    hook = status(kube, "tx-hook")["webhook"]
+    assert [a["status"] for a in hook["attempts"]] == [502, 200]
+    headers, body, _ = receiver.received[-1]
+    assert verify("op-secret", headers["maie-signature"], body)
+    assert json.loads(body)["task_id"] == "uid-tx-hook" and json.loads(body)["status"] == "COMPLETE"
