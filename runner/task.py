@@ -57,20 +57,15 @@ class StartupCheckError(MaieError):
     code = "startup_check_failed"
 
 
-# The runner images' start-up check is `maie doctor` (RUNNER_STARTUP_CHECK=true in their ENV). The
-# doctor (issue 9) is not on main yet: the one line that enables the check is this module name,
-# "maie.runner.doctor", whose run_checks(settings) returns checks with .ok and .line().
-DOCTOR_MODULE: str | None = None
-
-
 def startup_check(settings: Settings) -> None:
-    """Raise StartupCheckError naming every problem `maie doctor` finds on this machine."""
-    if DOCTOR_MODULE is None:
-        log.warning("start-up check skipped: this build has no `maie doctor` yet")
-        return
-    import importlib
+    """The runner images' start-up check (RUNNER_STARTUP_CHECK=true in their ENV): `maie doctor`'s
+    checks for a Job — Python, the pinned packages of the image's extra, the llama.cpp build against
+    this CPU, DATA_DIR/CACHE_DIR, the configured models loaded and run once in child processes (not
+    the bundled ones the settings do not use, nor the API key). Raises StartupCheckError naming every
+    problem with its fix."""
+    from maie.runner import doctor
 
-    checks = importlib.import_module(DOCTOR_MODULE).run_checks(settings)
+    checks = doctor.run_checks(settings, bundled=False, api_key=False)
     for check in checks:
         log.info("start-up check: %s", check.line())
     problems = [check.line() for check in checks if not check.ok]

@@ -137,6 +137,7 @@ def test_runner_image_is_portable_and_carries_the_bundled_models(
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["uid"] == 10001 and report["check"] == "true"
     assert "-DGGML_NATIVE=OFF" in report["record"]["cmake_args"]
+    assert len(report["record"]["libggml_cpu_sha256"]) == 64  # the record describes this very library
     assert report["record"]["cpu_baseline"] == "x86-64-v3"
     info = report["system_info"]
     assert "AVX2 = 1" in info, info  # the baseline is compiled in …
@@ -283,7 +284,15 @@ async def test_the_chart_runs_a_task_through_the_images(
         *run_flags(job_pod, runner, env, {"models": models}, tmp_path / "job"), timeout=600
     )
     assert code == 0, output
-    assert "start-up check" in output  # the image's RUNNER_STARTUP_CHECK reached the runner
+    # The image's start-up check ran `maie doctor`'s checks: this image's pins, its llama.cpp build
+    # (recorded, baseline only) against this CPU, /work, the configured models loaded and run once.
+    checks = [
+        line.split("start-up check: ", 1)[1] for line in output.splitlines() if "start-up check: " in line
+    ]
+    assert checks and all(line.startswith("ok") for line in checks), output
+    assert any("of maie[runner] installed as pinned" in line for line in checks), checks
+    assert any("llama.cpp build vs CPU: recorded build x86-64-v3" in line for line in checks), checks
+    assert any("asr whisper tiny.en" in line and "transcribed 1 s" in line for line in checks), checks
 
     # The Job controller's verdict; the operator mirrors result.json into the resource.
     patch = {"status": {"active": 0, "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}

@@ -1,51 +1,29 @@
 """The runner images' start-up check (RUNNER_STARTUP_CHECK): `maie doctor`'s checks before the task.
 
-The doctor itself lands separately (issue 9); here a doctor module with the same interface
-(run_checks(settings) → checks with .ok and .line()) stands in, so what is tested is the runner's
-side: a machine with problems fails the task at once — a FAILED result naming every problem, exit 2
-(not retried), the audio never fetched — and a healthy one goes on to the task.
+With the real doctor: a machine with a problem (here CACHE_DIR is a file, so nothing can be cached)
+fails the task at once — a FAILED result naming the problem and its fix, exit 2 (not retried), the
+audio never fetched — and a healthy one (the configured tiny.en and SmolLM2 really loaded and run in
+child processes) goes on to the task. And the packages check an image relies on: only the pins of
+the extras the image was installed for.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from maie.contract import RunnerTask, TaskRequest
+from maie.runner import doctor
 from maie.runner import task as runner_task
 from maie.runner_protocol import EXIT_TASK_FAILED
 from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.local import LocalObjectStore
 
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def line(self) -> str:
-        return f"{'ok' if self.ok else 'PROBLEM'}  {self.name}: {self.detail}"
-
-
-def doctor(monkeypatch: pytest.MonkeyPatch, checks: list[Check]) -> list[Settings]:
-    seen: list[Settings] = []
-    module = types.ModuleType("fake_doctor")
-
-    def run_checks(settings: Settings) -> list[Check]:
-        seen.append(settings)
-        return checks
-
-    module.run_checks = run_checks  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fake_doctor", module)
-    monkeypatch.setattr(runner_task, "DOCTOR_MODULE", "fake_doctor")
-    return seen
+pytestmark = pytest.mark.timeout(600)
 
 
 def run(tmp_path: Path, **settings: object) -> tuple[int, dict[str, object]]:
@@ -58,33 +36,42 @@ def run(tmp_path: Path, **settings: object) -> tuple[int, dict[str, object]]:
     return code, result
 
 
-def test_problems_fail_the_task_at_once_naming_each(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = doctor(
-        monkeypatch,
-        [
-            Check("python", True, "Python 3.11"),
-            Check("llama.cpp build vs CPU", False, "the library uses AVX2, which this CPU lacks"),
-            Check("DATA_DIR", False, "/work/data is not writable"),
-        ],
-    )
-    code, result = run(tmp_path, runner_startup_check=True)
-    assert code == EXIT_TASK_FAILED and len(seen) == 1
+def test_a_problem_fails_the_task_at_once_naming_it(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache should be")
+    code, result = run(tmp_path, runner_startup_check=True, cache_dir=not_a_dir)
+    assert code == EXIT_TASK_FAILED
     assert result["status"] == "FAILED" and result["error_code"] == "startup_check_failed"
     error = str(result["error"])
-    assert "2 problem(s)" in error and "AVX2" in error and "/work/data is not writable" in error
-    assert "python" not in error  # only the problems
+    assert "1 problem(s) found by maie doctor" in error and f"CACHE_DIR={not_a_dir}" in error
+    assert "fix:" in error or "writable" in error
 
 
-def test_a_healthy_machine_goes_on_to_the_task(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = doctor(monkeypatch, [Check("python", True, "Python 3.11")])
-    code, result = run(tmp_path, runner_startup_check=True)
-    assert len(seen) == 1
+def test_a_healthy_machine_goes_on_to_the_task(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="maie.runner")
+    code, result = run(tmp_path, runner_startup_check=True, enhancement_mode="always")
+    checked = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start-up check:")]
     # Past the check, the runner fetched the (missing) audio: the task's own failure, not the machine's.
-    assert code == EXIT_TASK_FAILED and result["error_code"] == "audio_not_found"
+    assert code == EXIT_TASK_FAILED and result["error_code"] == "audio_not_found", result
+    assert any("tiny.en" in line and "transcribed 1 s of audio" in line for line in checked), checked
+    assert any("llama_cpp" in line and "generated one token" in line for line in checked), checked
+    assert not any("API key" in line for line in checked)  # a runner has none to check
 
 
-def test_off_by_default_and_skipped_without_a_doctor(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = doctor(monkeypatch, [Check("x", False, "broken")])
-    assert run(tmp_path)[1]["error_code"] == "audio_not_found" and seen == []  # RUNNER_STARTUP_CHECK unset
-    monkeypatch.setattr(runner_task, "DOCTOR_MODULE", None)  # a build without `maie doctor`
-    assert run(tmp_path / "again", runner_startup_check=True)[1]["error_code"] == "audio_not_found"
+def test_off_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    called: list[object] = []
+    monkeypatch.setattr(doctor, "run_checks", lambda *a, **k: called.append(a) or [])
+    assert run(tmp_path)[1]["error_code"] == "audio_not_found" and called == []
+
+
+def test_an_image_checks_only_its_extras_pins(tmp_path: Path) -> None:
+    requires = importlib.metadata.requires("maie") or []
+    everything = doctor.wanted_requirements(requires, None)
+    runner = doctor.wanted_requirements(requires, ["runner"])
+    assert "fastapi==0.163.2" in everything and "fastapi==0.163.2" not in runner
+    assert {"faster-whisper==1.2.1", "pydantic==2.14.3"} <= set(runner)  # its own and maie[core]'s
+    record = tmp_path / "extras"
+    record.write_text("runner\n")
+    check = doctor.check_packages(record)
+    assert check.ok and "of maie[runner]" in check.detail, check.detail
+    assert doctor.check_packages(tmp_path / "absent").ok  # a full install: every pin
