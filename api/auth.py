@@ -11,15 +11,13 @@ import logging
 from pathlib import Path
 
 from fastapi import Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from maie.api.errors import ApiError
-from maie.secrets import stored_secret
+from maie.secrets import api_key_file, stored_secret
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.auth")
-
-KEY_FILE = "api-key"
 
 api_key_header = APIKeyHeader(
     name="X-API-Key",
@@ -28,8 +26,14 @@ api_key_header = APIKeyHeader(
 )
 
 
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="The same key as `Authorization: Bearer <key>` (what OpenAI clients send).",
+)
+
+
 def key_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / KEY_FILE
+    return api_key_file(settings.data_dir)
 
 
 def resolve_api_key(settings: Settings) -> tuple[str, Path | None]:
@@ -37,10 +41,24 @@ def resolve_api_key(settings: Settings) -> tuple[str, Path | None]:
     return stored_secret(settings.secret_api_key, key_file(settings))
 
 
-async def require_api_key(request: Request, api_key: str | None = Security(api_key_header)) -> None:
-    """Dependency for every /v1 route: 401 without the right key."""
+async def require_api_key(
+    request: Request,
+    api_key: str | None = Security(api_key_header),
+    bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+) -> None:
+    """Dependency for every /v1 route: 401 without the right key.
+
+    `X-API-Key` is MAIE's header; `Authorization: Bearer <key>` is accepted too, so OpenAI clients
+    work unchanged. When both are sent, X-API-Key is the one checked. Which one was used is kept in
+    `request.state.auth_scheme` (GET /v1/models answers Bearer clients in OpenAI's shape).
+    """
     expected: str = request.app.state.api_key
-    if not api_key:
-        raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
-    if not hmac.compare_digest(api_key.encode("utf-8"), expected.encode("utf-8")):
-        raise ApiError(401, "invalid_api_key", "the X-API-Key header does not match the configured key")
+    scheme, key = ("x-api-key", api_key) if api_key else ("bearer", bearer.credentials if bearer else None)
+    if not key:
+        raise ApiError(
+            401, "missing_api_key", "send your API key in the X-API-Key header (or Authorization: Bearer)"
+        )
+    if not hmac.compare_digest(key.encode("utf-8"), expected.encode("utf-8")):
+        where = "X-API-Key header" if scheme == "x-api-key" else "bearer token"
+        raise ApiError(401, "invalid_api_key", f"the {where} does not match the configured key")
+    request.state.auth_scheme = scheme

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: settings, the task backend and the template catalog (set up in create_app)."""
+"""FastAPI dependencies: settings, the task backend and the template catalog (set up in create_app).
+
+They are `async def` on purpose: FastAPI runs plain `def` dependencies in its thread pool, three
+thread hops per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,17 @@ from maie.settings import Settings
 from maie.templates import TemplateCatalog
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_backend(request: Request) -> TaskBackend:
+async def get_backend(request: Request) -> TaskBackend:
     backend: TaskBackend = request.app.state.backend
     return backend
 
 
-def get_catalog(settings: Annotated[Settings, Depends(get_settings)]) -> TemplateCatalog:
+async def get_catalog(settings: Annotated[Settings, Depends(get_settings)]) -> TemplateCatalog:
     return TemplateCatalog(settings.templates_dir)
 
 

@@ -41,8 +41,20 @@ _CODES = {
 }
 
 
+# Routes that OpenAI clients call: their errors also carry OpenAI's `error` object, which those
+# clients read their message from (MAIE's own `detail` and `code` stay).
+OPENAI_PREFIXES = ("/v1/audio/",)
+
+
 def error_body(code: str, detail: str) -> dict[str, str]:
     return {"detail": detail, "code": code}
+
+
+def _for(request: Request, status_code: int, body: dict[str, object]) -> dict[str, object]:
+    if request.url.path.startswith(OPENAI_PREFIXES):
+        kind = "server_error" if status_code >= 500 else "invalid_request_error"
+        body["error"] = {"message": body["detail"], "type": kind, "param": None, "code": body["code"]}
+    return body
 
 
 def _format_validation(exc: RequestValidationError) -> str:
@@ -58,21 +70,20 @@ def install_error_handlers(app: FastAPI, debug: bool) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.detail), status_code=exc.status_code, headers=exc.headers
-        )
+        body = _for(request, exc.status_code, dict(error_body(exc.code, exc.detail)))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return JSONResponse(
-            error_body(code, detail), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        body = _for(request, exc.status_code, dict(error_body(code, detail)))
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body("validation_error", _format_validation(exc)), status_code=422)
+        body = _for(request, 422, dict(error_body("validation_error", _format_validation(exc))))
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -81,4 +92,4 @@ def install_error_handlers(app: FastAPI, debug: bool) -> None:
         if debug:
             body["detail"] = f"{type(exc).__name__}: {exc}"
             body["traceback"] = traceback.format_exception(exc)
-        return JSONResponse(body, status_code=500)
+        return JSONResponse(_for(request, 500, body), status_code=500)

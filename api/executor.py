@@ -22,6 +22,7 @@ import collections
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 import psutil
 
 from maie import checkpoint as records
-from maie import webhooks
+from maie import metrics, webhooks
 from maie.api.task_store import DONE, RUNNING, TaskRow, TaskStore
 from maie.contract import ResultDocument, RunnerTask, TaskRequest, WebhookStatus
 from maie.failures import describe_death
@@ -79,6 +80,10 @@ class LocalExecutor:
         self._stopping = False
         self._last_sweep = 0.0
         self.last_heartbeat: float | None = None
+        # Workers start under `nice` (WORKER_NICE), from their first import on: models take every core
+        # they can, and the API beside them must still answer at once.
+        nice = shutil.which("nice")
+        self._nice = [nice, "-n", str(settings.worker_nice)] if nice and settings.worker_nice else []
         self._webhooks: set[asyncio.Task[None]] = set()
         self._webhook_secret: str | None = None
 
@@ -170,7 +175,7 @@ class LocalExecutor:
         token = request_id_var.set(row.request_id or row.id)
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", WORKER_MODULE, "--stdin", "--task", row.id,
+                *self._nice, sys.executable, "-m", WORKER_MODULE, "--stdin", "--task", row.id,
                 stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             assert process.stdin is not None
@@ -212,6 +217,7 @@ class LocalExecutor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay, timeout=5)
             await self._after_run(row, run.process.returncode, "\n".join(run.output), reason)
+            await self._count_finished(row)
         finally:
             relay.cancel()
             self._running.pop(row.id, None)
@@ -266,6 +272,22 @@ class LocalExecutor:
             log.warning(
                 "task %s: %s; requeued (the next attempt resumes after the last stage)", row.id, message
             )
+
+    async def _count_finished(self, row: TaskRow) -> None:
+        """The task's final status and stage seconds into the metrics, once (by this attempt)."""
+        current = await asyncio.to_thread(self.store.get, row.id)
+        if current is None or current.state != DONE or current.attempts != row.attempts:
+            return  # requeued, cancelled or finished by another attempt
+        measured = None
+        if current.document:
+            with contextlib.suppress(ValueError):
+                measured = ResultDocument.model_validate_json(current.document).metrics
+        metrics.observe_finished(
+            current.status.value,
+            current.error_code,
+            measured.stage_seconds if measured else None,
+            measured.processing_time_seconds if measured else None,
+        )
 
     async def _give_up(self, task: RunnerTask, attempt: int, message: str, code: str) -> None:
         doc = await asyncio.to_thread(

@@ -1,18 +1,21 @@
-"""Per-request context: a request id (from X-Request-ID or new) on every log line and the response."""
+"""Per-request context: a request id (from X-Request-ID or new) on every log line and the response,
+and the request counted in the HTTP metrics (by route template)."""
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from maie import metrics
 from maie.logs import request_id_var
 
 log = logging.getLogger("maie.api.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class RequestContextMiddleware:
@@ -26,7 +29,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        # A random id (not uuid4, which reads os.urandom on every request: ids need not be unguessable).
+        request_id = incoming if _VALID_ID.match(incoming) else f"{random.getrandbits(128):032x}"
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -43,8 +47,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info(
-                "%s %s -> %d in %.1f ms",
-                scope.get("method"), scope.get("path"), status, (time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            elapsed = time.perf_counter() - started
+            log.info("%s %s -> %d in %.1f ms", scope.get("method"), scope.get("path"), status, elapsed * 1000)
+            # The route's template (set by the router), so ids never become label values.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "OTHER"
+            metrics.HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            metrics.HTTP_LATENCY.labels(method=method, route=route).observe(elapsed)
             request_id_var.reset(token)

@@ -1,8 +1,9 @@
 """Check an uploaded file really is audio, before it is queued.
 
 Embedded mode (`check_audio`): headers alone can lie (a wav header followed by garbage, a renamed text
-file), so besides the runner's header probe this decodes up to the first second of audio with PyAV.
-Memory stays small: frames are decoded one at a time and dropped.
+file), so besides the container's headers this decodes up to the first second of audio with PyAV:
+that is what proves it is audio, and it is all that is decoded (the rest of the file is the runner's
+work). The container is opened once for both; frames are decoded one at a time and dropped.
 
 Kubernetes mode (`sniff_audio`): the API does not decode. It checks that the file starts with the
 signature of an audio container (RIFF/WAVE, fLaC, Ogg, MP3, ADTS, MP4/M4A, WebM/Matroska), which
@@ -19,31 +20,31 @@ from pathlib import Path
 from maie.contract import AudioInfo
 from maie.errors import AudioError
 
-MIN_DURATION_SECONDS = 1.0  # the runner's own minimum (maie.runner.preprocess)
-
 
 class AudioTooShortError(AudioError):
     code = "audio_too_short"
 
 
-def check_audio(path: Path, min_duration: float = MIN_DURATION_SECONDS) -> AudioInfo:
-    """AudioInfo of a decodable file of at least `min_duration` seconds; AudioError otherwise."""
-    import av  # embedded mode only: the API image (kubernetes mode) has no PyAV
+def check_audio(path: Path, min_duration: float | None = None) -> AudioInfo:
+    """AudioInfo of a decodable file of at least `min_duration` seconds (default: the runner's
+    minimum); AudioError otherwise. Embedded mode only: the API image (kubernetes mode) has no PyAV."""
+    import av
 
-    from maie.runner.preprocess import probe_audio
+    from maie.audio import MIN_DURATION_SECONDS, describe, open_audio
 
-    info = probe_audio(path)
+    min_duration = MIN_DURATION_SECONDS if min_duration is None else min_duration
     decoded = 0.0
-    try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+    with open_audio(path) as container:
+        info = describe(container, path.name)
+        try:
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
                 if frame.sample_rate:
                     decoded += frame.samples / frame.sample_rate
                 if decoded >= min_duration:
                     return info
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
-        raise AudioError(f"the upload is not decodable audio ({type(exc).__name__})") from exc
+        except (av.error.FFmpegError, ValueError, IndexError) as exc:
+            raise AudioError(f"the upload is not decodable audio ({type(exc).__name__})") from exc
     if decoded == 0.0:
         raise AudioError("the upload contains no decodable audio frames")
     raise AudioTooShortError(

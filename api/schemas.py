@@ -8,10 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from maie.catalog import ModelInfo
-from maie.contract import Feature, ResultDocument, TaskStatus
-
-# A model named by a client: a name, never a path (paths on the server are not the client's business).
-SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+from maie.contract import ResultDocument, TaskStatus
+from maie.options import form_fields
 
 
 class ErrorResponse(BaseModel):
@@ -43,6 +41,22 @@ class ModelsResponse(BaseModel):
     llm: list[ModelInfo]
 
 
+class OpenAIModel(BaseModel):
+    """One entry of OpenAI's model list: an id POST /v1/audio/transcriptions takes as `model`."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time this API process started.")
+    owned_by: str = "maie"
+
+
+class OpenAIModelList(BaseModel):
+    """GET /v1/models in OpenAI's shape (for Bearer clients, or ?format=openai)."""
+
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class TemplateSummary(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -72,40 +86,9 @@ class HealthResponse(BaseModel):
 
 
 # --- the multipart form of POST /v1/process, documented for OpenAPI ----------------------------
-# The handler parses the body itself (streaming), so FastAPI cannot derive this from parameters.
-FORM_FIELDS: dict[str, dict[str, Any]] = {
-    "features": {
-        "type": "array",
-        "items": {"type": "string", "enum": [f.value for f in Feature]},
-        "description": "Repeat the field for several. Default: clean_transcript, summary.",
-    },
-    "template_id": {
-        "type": "string",
-        "pattern": r"^[A-Za-z0-9_.-]{1,64}$",
-        "description": "Summary template (GET /v1/templates); required with the summary feature.",
-    },
-    "asr_backend": {"type": "string", "enum": ["whisper", "chunkformer"]},
-    "asr_model": {"type": "string", "pattern": SAFE_NAME, "description": "e.g. tiny.en, base."},
-    "language": {"type": "string", "maxLength": 16, "description": "Language code, or auto."},
-    "beam_size": {"type": "integer", "minimum": 1, "maximum": 20},
-    "vad_filter": {"type": "boolean"},
-    "word_timestamps": {"type": "boolean"},
-    "batch_size": {"type": "integer", "minimum": 0, "maximum": 64},
-    "llm_backend": {"type": "string", "enum": ["llama_cpp", "openai", "vllm"]},
-    "llm_model": {"type": "string", "pattern": SAFE_NAME},
-    "enhancement": {"type": "string", "enum": ["auto", "always", "never"]},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "top_k": {"type": "integer", "minimum": 0, "maximum": 1000},
-    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 32768},
-    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0, "maximum": 3},
-    "callback_url": {
-        "type": "string",
-        "format": "uri",
-        "maxLength": 2048,
-        "description": "Webhook: POSTed the status document, signed (MAIE-Signature), when the task ends.",
-    },
-}
+# The handler parses the body itself (streaming), so FastAPI cannot derive this from parameters;
+# the fields are generated from TaskRequest (maie.options), the one declaration of the options.
+FORM_FIELDS: dict[str, dict[str, Any]] = form_fields()
 
 PROCESS_OPENAPI: dict[str, Any] = {
     "requestBody": {

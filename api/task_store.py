@@ -14,6 +14,7 @@ never finish the task a second time.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,11 +131,17 @@ class TaskRow:
 
 
 class TaskStore:
-    """Short-lived connections (one per operation): safe from any thread and any process."""
+    """One connection per thread, kept open: safe from any thread and any process.
+
+    Opening a connection per operation cost more than the operation: each open re-reads the schema,
+    and each close of the last connection checkpoints the WAL and deletes it, so under load (API
+    threads polling status while workers report progress) most of the store's time went there.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -144,14 +151,16 @@ class TaskStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+            self._local.db = db
+        elif db.in_transaction:  # an operation that failed mid-transaction must not leak into the next
+            db.execute("ROLLBACK")
+        yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -163,9 +163,13 @@ class _FormSink:
             ext = check_type(filename, self._headers.get("content-type", ""))
         except ApiError as exc:
             raise _Abort(exc) from None
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
-        path = self.staging_dir / f"{uuid.uuid4().hex}.part"
-        self._fh = path.open("wb", buffering=self.chunk_bytes)  # UPLOAD_CHUNK_BYTES: disk writes
+        # A random name (not a uuid4: no os.urandom call; it needs to be unique, not unguessable).
+        path = self.staging_dir / f"{random.getrandbits(128):032x}.part"
+        try:
+            self._fh = path.open("wb", buffering=self.chunk_bytes)  # UPLOAD_CHUNK_BYTES: disk writes
+        except FileNotFoundError:  # the backend makes the directory at start; someone removed it
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            self._fh = path.open("wb", buffering=self.chunk_bytes)
         self._is_file = True
         self.form.upload = StagedUpload(
             path=path,
@@ -245,6 +249,10 @@ async def receive_form(
             413, "file_too_large", f"the upload is larger than the {max_bytes // (1024 * 1024)} MB limit"
         )
 
+    if declared and declared.isdigit():
+        # A write buffer larger than the whole body only costs its allocation (1 MiB by default,
+        # more than the rest of a small upload's handling together).
+        chunk_bytes = max(min(chunk_bytes, int(declared)), 4096)
     sink = _FormSink(staging_dir, max_bytes, chunk_bytes)
     callbacks = {
         "on_part_begin": sink.on_part_begin,

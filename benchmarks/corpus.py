@@ -1,64 +1,43 @@
 """The benchmark inputs: real recordings with references, and a long input made by concatenating them.
 
-References come from ../shared/data/MANIFEST.tsv and refs/; WER is computed after normalising case,
+References come from the MANIFEST.tsv and refs/ of tests/data (redistributable clips) and of
+../shared/data (all of them; MAIE_SHARED_DATA elsewhere); WER is computed after normalising case,
 punctuation and whitespace (the references are close, not always word-exact).
 """
 
 from __future__ import annotations
 
-import os
 import re
+import sys
 import unicodedata
 import wave
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("MAIE_SHARED_DATA", str(ROOT.parent / "shared" / "data")))
+if str(ROOT) not in sys.path:  # tests/recordings.py finds data the same way for tests and benchmarks
+    sys.path.insert(0, str(ROOT))
+
+from tests.recordings import Recording, all_recordings, find, why_missing  # noqa: E402
+
 WORK = ROOT / "benchmarks" / "work"
 SAMPLE_RATE = 16000
+__all__ = ["Recording", "data_path", "recordings", "why_missing"]
 
 
-@dataclass(frozen=True)
-class Recording:
-    name: str
-    path: Path
-    duration: float
-    reference: str | None  # None: no word-level reference (speaker turns only, or approximate)
-    language: str
+def recordings() -> list[Recording]:
+    """Every recording found (tests/data, then MAIE_SHARED_DATA or ../shared/data), manifest order."""
+    return list(all_recordings().values())
 
 
-def _reference(cell: str) -> str | None:
-    if cell.startswith("refs/") and cell.endswith(".txt"):
-        return (DATA / cell).read_text(encoding="utf-8").strip()
-    if cell.startswith(("refs/", "[approximate]")) or cell.startswith("LEFT:"):
-        return None
-    return cell.strip() or None
-
-
-def recordings(data: Path = DATA) -> list[Recording]:
-    """Every recording in MANIFEST.tsv, in manifest order."""
-    rows = (data / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()
-    header = rows[0].split("\t")
-    col = {name: i for i, name in enumerate(header)}
-    out: list[Recording] = []
-    for line in rows[1:]:
-        cells = line.split("\t")
-        rel = cells[col["file"]]
-        name = Path(rel).name
-        out.append(
-            Recording(
-                name=name,
-                path=data / rel,
-                duration=float(cells[col["duration_s"]]),
-                reference=_reference(cells[col["reference_transcript_or_path"]]),
-                language=name.split("_", 1)[0],
-            )
-        )
-    return out
+def data_path(relpath: str) -> Path:
+    """A data file (audio/x.flac, refs/y.txt) or SystemExit naming it and why it is missing."""
+    path = find(relpath)
+    if path is None:
+        raise SystemExit(f"benchmark input missing: {why_missing(relpath)}")
+    return path
 
 
 def normalise(text: str) -> str:

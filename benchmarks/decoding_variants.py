@@ -32,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import has_whisper_normaliser, normalise, wer
+from corpus import data_path, has_whisper_normaliser, normalise, wer
 
 ROOT = Path(__file__).resolve().parent.parent
-HP0 = ROOT.parent / "shared" / "data" / "audio" / "en_hp0_henry_f_phillips_spoken_wikipedia.ogg"
+HP0 = "audio/en_hp0_henry_f_phillips_spoken_wikipedia.ogg"
 VAD = {"min_silence_duration_ms": 500, "speech_pad_ms": 400}
 
 
@@ -160,9 +160,9 @@ def word_errors(reference: str, hypothesis: str) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--audio", type=Path, default=HP0)
+    ap.add_argument("--audio", type=Path, default=None, help="default: en_hp0 from tests/data")
     ap.add_argument(
-        "--reference", type=Path, default=None, help="default: shared/data refs or <audio>.ref.txt"
+        "--reference", type=Path, default=None, help="default: en_hp0's reference, or <audio>.ref.txt"
     )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated variant names")
@@ -174,11 +174,10 @@ def main() -> int:
     from maie.model_paths import resolve_whisper_model
     from maie.settings import Settings
 
-    ref_path = args.reference or (
-        ROOT.parent / "shared" / "data" / "refs" / f"{args.audio.stem}.txt"
-        if args.audio == HP0
-        else args.audio.with_suffix(".ref.txt")
-    )
+    if args.audio is None:
+        args.audio = data_path(HP0)
+        args.reference = args.reference or data_path(f"refs/{args.audio.stem}.txt")
+    ref_path = args.reference or args.audio.with_suffix(".ref.txt")
     reference = ref_path.read_text(encoding="utf-8")
     audio = decode_audio(str(args.audio))
     path = resolve_whisper_model("tiny.en", Settings(_env_file=None))  # type: ignore[call-arg]

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runs import Run, ratio_summary
+
 if TYPE_CHECKING:
     from corpus import Recording
-    from run import Run
 
 TARGET = 0.60
 
@@ -44,8 +45,6 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _comparison_table(runs: list[Run], engines: list[str]) -> list[str]:
-    from run import ratio_summary
-
     lines = ["| round | " + " | ".join(f"{e} s" for e in engines) + " | maie / bare | wct2 / bare |",
              "|---|" + "---|" * (len(engines) + 2)]  # fmt: skip
     rounds = sorted({r.round for r in runs})
@@ -105,7 +104,6 @@ def write_report(
     llm_run: Run | None,
     api: dict[str, Any] | None,
 ) -> Path:
-    from run import ratio_summary
 
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -131,7 +129,7 @@ def write_report(
         "wct2 = the `whisper-ctranslate2` CLI (own venv, same model directory).",
         "- Wall time includes model load. maie and bare are timed inside their process (imports "
         "excluded); wct2 is the whole CLI process (interpreter start and imports included, ~1–2 s).",
-        "- WER after lower-casing and removing punctuation (jiwer); references from shared/data. "
+        "- WER after lower-casing and removing punctuation (jiwer); references from the data MANIFESTs. "
         "'WER (Whisper norm.)' uses Whisper's English text normaliser (package whisper-normalizer) "
         'instead, which also unifies numbers and spellings ("2,046,343" = "2 million 46 343").',
         "",
@@ -207,18 +205,9 @@ def write_report(
     elif "skipped" in api:
         out += [f"skipped: {api['skipped']}", ""]
     else:
-        out += [
-            "| clients | uploads | accepted | submissions/s | submit p50 / p99 ms | pollers | polls | "
-            "poll p50 ms | poll p99 ms |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {api['clients']} | {api['submissions']} | {api['accepted']} | {api['submissions_per_s']} | "
-            f"{api['submit_p50_ms']} / {api['submit_p99_ms']} | {api['pollers']} | {api['polls']} | "
-            f"{api['poll_p50_ms']} | {api['poll_p99_ms']} |",
-            "",
-            f"Uploads: the 11 s JFK flac ({api['upload_bytes']} bytes), features raw_transcript; the "
-            "executor transcribes the queue meanwhile (the same 2 cores).",
-            "",
-        ]
+        from api_load import report as api_report
+
+        out += [api_report(api).split("\n", 2)[2], ""]  # api_load's own table and ratios, less its title
     out += ["GPU: none on this machine — no VRAM or GPU timing figures (none invented).", ""]
 
     plot = _plot(path.with_suffix(".png"), hp0_runs, long_runs, per_recording, engines)

@@ -18,19 +18,19 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import WORK, Recording, build_long_input, has_whisper_normaliser, recordings, wer
+from corpus import WORK, Recording, build_long_input, has_whisper_normaliser, recordings, wer, why_missing
+from runs import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,28 +39,6 @@ MODEL = "tiny.en"
 COMPUTE_TYPE = "int8"
 BEAM = 5
 VAD = {"min_silence_duration_ms": 500, "speech_pad_ms": 400}
-
-
-@dataclass
-class Run:
-    engine: str  # maie | bare | wct2
-    recording: str
-    duration: float
-    wall_s: float  # maie/bare: load + decode inside the process; wct2: the whole process
-    peak_rss_mb: float
-    process_s: float = 0.0  # the whole process, interpreter start and imports included
-    text: str = ""
-    wer: float | None = None
-    wer_whisper_norm: float | None = None  # with Whisper's English normaliser (if installed)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    engine_s: float | None = None  # maie: seconds spent inside faster-whisper (load, VAD, decoding)
-    inference: str | None = None
-    round: int = 0
-    error: str | None = None
-
-    @property
-    def rtf(self) -> float:
-        return self.wall_s / self.duration if self.duration else 0.0
 
 
 # --------------------------------------------------------------------------------------
@@ -371,10 +349,12 @@ def main() -> int:
         long_runs = compare(long_rec, 1, engines, log)
 
     llm_run = None
-    if not args.no_llm:
-        jfk = next(r for r in recs if r.name == "en_mm1_micro_machines.wav")
+    mm1 = next((r for r in recs if r.name == "en_mm1_micro_machines.wav"), None)
+    if not args.no_llm and mm1 is None:
+        print(f"== the LLM stages: skipped, {why_missing('audio/en_mm1_micro_machines.wav')}", flush=True)
+    elif not args.no_llm:
         print("== the LLM stages (bundled SmolLM2 summary) on en_mm1", flush=True)
-        llm_run = measure("maie", jfk, features="raw_transcript,clean_transcript,summary",
+        llm_run = measure("maie", mm1, features="raw_transcript,clean_transcript,summary",
                           template="meeting_notes_v1")  # fmt: skip
         _progress(llm_run)
 
@@ -399,16 +379,6 @@ def main() -> int:
                               indent=1, default=str))  # fmt: skip
     print(f"report: {path}")
     return 0
-
-
-def ratio_summary(runs: list[Run], a: str, b: str) -> tuple[list[float], float | None]:
-    """Per-round wall-time ratios a/b and their median."""
-    by_round: dict[int, dict[str, Run]] = {}
-    for run in runs:
-        if not run.error:
-            by_round.setdefault(run.round, {})[run.engine] = run
-    ratios = [rs[a].wall_s / rs[b].wall_s for rs in by_round.values() if a in rs and b in rs and rs[b].wall_s]
-    return ratios, (statistics.median(ratios) if ratios else None)
 
 
 if __name__ == "__main__":

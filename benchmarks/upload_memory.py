@@ -40,7 +40,7 @@ MB = 1024 * 1024
 KEY = "bench-key"
 BOUNDARY = "benchboundary7f3a"
 ROOT = Path(__file__).resolve().parent.parent
-TIMIT = ROOT.parent / "shared" / "data" / "audio" / "en_timit_LDC93S1.wav"
+TIMIT = ROOT / "tests" / "data" / "audio" / "en_timit_LDC93S1.wav"  # in the repository
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel
 
 from maie.errors import MaieError
-from maie.model_paths import resolve_gguf, resolve_model_dir, resolve_whisper_model
+from maie.model_paths import check_chunkformer_dir, resolve_gguf, resolve_model_dir, resolve_whisper_model
 from maie.settings import Settings
 
 
@@ -122,9 +122,7 @@ def list_models(settings: Settings) -> list[ModelInfo]:
             )
         if settings.chunkformer_device == "cuda" and not cuda_available():
             raise MaieError("CHUNKFORMER_DEVICE=cuda but no CUDA GPU is visible")
-        from maie.runner.asr.chunkformer import check_model_dir
-
-        check_model_dir(resolve_model_dir(settings.chunkformer_model_name, settings, "asr"))
+        check_chunkformer_dir(resolve_model_dir(settings.chunkformer_model_name, settings, "asr"))
 
     ok, why = _check(chunkformer)
     items.append(

@@ -5,17 +5,24 @@ Heavy modules (models, FastAPI, kopf) are imported inside the commands, so `maie
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
 from maie.contract import Feature, ResultDocument, TaskRequest, TaskStatus
 from maie.errors import MaieError
+from maie.options import Option, nest, public_name, request_options
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="maie",
@@ -46,20 +53,66 @@ def _parse_features(value: str) -> list[Feature]:
         raise  # unreachable
 
 
+_CLI_TYPES: dict[str, type] = {"boolean": bool, "integer": int, "number": float}
+
+
+def cli_parameters(options: Iterable[Option]) -> list[inspect.Parameter]:
+    """Typer parameters for request options: --flag per option (booleans: --flag/--no-flag),
+    type and help from the model; bounds are checked when the request is validated."""
+    params = []
+    for option in options:
+        kind: Any = _CLI_TYPES.get(option.kind, str)
+        help_text = option.help
+        if option.kind == "array":
+            help_text = f"Comma list: {', '.join(option.choices or [])}."
+        flags = [option.cli_flag]
+        if kind is bool:
+            flags = [f"{option.cli_flag}/--no-{option.cli_flag.removeprefix('--')}"]
+        annotation = Annotated[kind | None, typer.Option(*flags, help=help_text, show_default=False)]
+        params.append(
+            inspect.Parameter(
+                option.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation
+            )
+        )
+    return params
+
+
+def with_request_options(
+    select: Callable[[Option], bool], model: type[BaseModel] = TaskRequest
+) -> Callable[[F], F]:
+    """Give a command one option per selected request option (generated from the model): the
+    command's `**options` receives them by public name (asr_model, beam_size …)."""
+
+    def decorate(fn: F) -> F:
+        chosen = [o for o in request_options(model) if o.on_cli and select(o)]
+        own = inspect.signature(fn, eval_str=True)
+        fixed = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        generated = cli_parameters(chosen)
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        # Positional parameters first, then keyword-only: fixed ones keep their order and defaults.
+        ordered = [
+            *fixed[:1],
+            *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in fixed[1:]),
+            *generated,
+        ]
+        command.__signature__ = own.replace(parameters=ordered)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in ordered}
+        return cast(F, command)
+
+    return decorate
+
+
 def _build_request(
     features: str | None,
     template: str | None,
-    asr_backend: str | None = None,
-    asr_model: str | None = None,
-    language: str | None = None,
-    beam_size: int | None = None,
-    batch_size: int | None = None,
-    llm_backend: str | None = None,
-    llm_model: str | None = None,
-    llm_base_url: str | None = None,
-    enhancement: str | None = None,
+    options: dict[str, Any],
     default_features: list[Feature] | None = None,
 ) -> TaskRequest:
+    """The TaskRequest from CLI values (public names → the model's shape); one-line errors."""
     from pydantic import ValidationError
 
     chosen = _parse_features(features) if features else None
@@ -68,29 +121,12 @@ def _build_request(
         if template:
             chosen = [*chosen, Feature.SUMMARY]
     try:
-        return TaskRequest.model_validate(
-            {
-                "features": chosen,
-                "template_id": template,
-                "asr": {
-                    "backend": asr_backend,
-                    "model": asr_model,
-                    "language": language,
-                    "beam_size": beam_size,
-                    "batch_size": batch_size,
-                },
-                "llm": {
-                    "backend": llm_backend,
-                    "model": llm_model,
-                    "base_url": llm_base_url,
-                    "enhancement": enhancement,
-                },
-            }
-        )
+        return TaskRequest.model_validate(nest({**options, "features": chosen, "template_id": template}))
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        _fail(f"{where + ': ' if where else ''}{first['msg']}")
+        where = public_name(first["loc"]) if first["loc"] else ""
+        flag = next((o.cli_flag for o in request_options() if o.name == where), where)
+        _fail(f"{flag + ': ' if flag else ''}{str(first['msg']).removeprefix('Value error, ')}")
         raise  # unreachable
 
 
@@ -159,27 +195,11 @@ def _print_summary(doc: ResultDocument, output_dir: Path) -> None:
 
 
 @app.command()
+@with_request_options(lambda o: True)
 def transcribe(
     audio: Annotated[Path, typer.Argument(help="Audio file (wav, flac, mp3, ogg, m4a, opus, webm).")],
-    features: Annotated[
-        str | None,
-        typer.Option(help="Comma list: raw_transcript,clean_transcript,summary,enhancement_metrics."),
-    ] = None,
-    template: Annotated[str | None, typer.Option(help="Summary template id (see `maie templates`).")] = None,
-    asr_backend: Annotated[str | None, typer.Option(help="whisper | chunkformer.")] = None,
-    asr_model: Annotated[
-        str | None, typer.Option(help="tiny.en, base, a name under MODELS_DIR or a dir.")
-    ] = None,
-    language: Annotated[str | None, typer.Option(help="Language code or 'auto'.")] = None,
-    beam_size: Annotated[int | None, typer.Option(help="Beam size.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batched inference size; 0 = sequential.")] = None,
-    llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
-    llm_model: Annotated[
-        str | None, typer.Option(help="LLM model (GGUF path, name or served model).")
-    ] = None,
-    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
-    enhancement: Annotated[str | None, typer.Option(help="auto | always | never.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result.json and exports go.")] = Path("maie-output"),
+    **options: Any,
 ) -> None:
     """Transcribe (and optionally clean and summarize) one recording."""
     from maie.runner.pipeline import run_pipeline
@@ -187,19 +207,8 @@ def transcribe(
 
     if not audio.is_file():
         _fail(f"no such file: {audio}")
-    request = _build_request(
-        features,
-        template,
-        asr_backend,
-        asr_model,
-        language,
-        beam_size,
-        batch_size,
-        llm_backend,
-        llm_model,
-        llm_base_url,
-        enhancement,
-    )
+    features, template = options.pop("features"), options.pop("template_id")
+    request = _build_request(features, template, options)
     settings = get_settings()
     task_id = str(uuid.uuid4())
 
@@ -213,20 +222,14 @@ def transcribe(
 
 
 @app.command()
+@with_request_options(lambda o: o.path[0] == "llm")
 def summarize(
     transcript: Annotated[Path, typer.Argument(help="A plain-text transcript.")],
     template: Annotated[str, typer.Option(help="Summary template id (see `maie templates`).")],
-    llm_backend: Annotated[str | None, typer.Option(help="llama_cpp | openai | vllm.")] = None,
-    llm_model: Annotated[
-        str | None, typer.Option(help="LLM model (GGUF path, name or served model).")
-    ] = None,
-    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
-    enhancement: Annotated[
-        str | None, typer.Option(help="auto | always | never (auto = never here).")
-    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where result.json goes.")] = Path("maie-output"),
+    **options: Any,
 ) -> None:
-    """Run the LLM stages on a transcript you already have."""
+    """Run the LLM stages on a transcript you already have (--enhancement auto = never here)."""
     from maie.checkpoint import Checkpoint
     from maie.runner.pipeline import run_pipeline
     from maie.settings import get_settings
@@ -240,14 +243,8 @@ def summarize(
         raise
     if not text.strip():
         _fail(f"{transcript} is empty")
-    request = _build_request(
-        "clean_transcript,summary" if enhancement == "always" else "summary",
-        template,
-        llm_backend=llm_backend,
-        llm_model=llm_model,
-        llm_base_url=llm_base_url,
-        enhancement=enhancement,
-    )
+    features = "clean_transcript,summary" if options.get("enhancement") == "always" else "summary"
+    request = _build_request(features, template, options)
     settings = get_settings()
 
     task_id = str(uuid.uuid4())

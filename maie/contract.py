@@ -7,13 +7,14 @@ live stage and progress while the task runs). api, operator and runner all impor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from maie.settings import AsrBackendName, LlmBackendName
+from maie.settings import AsrBackendName, EnhancementMode, LlmBackendName
 from maie.storage.base import TaskKeys
 
 
@@ -71,21 +72,56 @@ class Step(StrEnum):
 # --------------------------------------------------------------------------------------
 # What a task asks for
 # --------------------------------------------------------------------------------------
+# A model named by an API client: a name, never a path (paths on the server are not its business).
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$"
+TEMPLATE_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+@dataclass(frozen=True)
+class Expose:
+    """How a request option appears outside Python (maie.options generates every surface from it).
+
+    Without it a field is exposed under its own name: form field `name`, CLI flag `--name` (dashes),
+    Transcription spec property in camelCase (`beamSize`) inside its group.
+    """
+
+    name: str | None = None  # the flat public name (form field; CLI flag with dashes), if not the field's
+    cli: str | None = None  # the CLI flag, if not --name
+    on_cli: bool = True  # an option of `maie transcribe`/`summarize` (False: API and spec only)
+    form: bool = True  # a field of POST /v1/process (False: only the CLI and the spec set it)
+    form_pattern: str | None = None  # a stricter pattern for the API form (e.g. a name, never a path)
+
+
 class AsrOptions(BaseModel):
     """Per-task ASR choices; None = the deployment's setting."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: AsrBackendName | None = None
-    model: str | None = Field(None, max_length=512, description="Model name or local directory.")
-    language: str | None = Field(None, max_length=16, description="Language code; 'auto' or unset = detect.")
-    beam_size: int | None = Field(None, ge=1, le=20)
-    vad_filter: bool | None = None
-    vad_min_silence_ms: int | None = Field(None, ge=0, le=10000)
-    vad_speech_pad_ms: int | None = Field(None, ge=0, le=5000)
-    word_timestamps: bool | None = None
-    condition_on_previous_text: bool | None = None
-    batch_size: int | None = Field(None, ge=0, le=64, description="Batched inference; 0 = sequential.")
+    backend: Annotated[AsrBackendName | None, Expose("asr_backend")] = Field(None, description="ASR backend.")
+    model: Annotated[str | None, Expose("asr_model", form_pattern=SAFE_NAME)] = Field(
+        None,
+        max_length=512,
+        description="Model name (tiny.en, base, large-v3), a name under MODELS_DIR, or a directory "
+        "(the API form takes names only).",
+    )
+    language: str | None = Field(None, max_length=16, description="Language code, or auto to detect.")
+    beam_size: int | None = Field(None, ge=1, le=20, description="Beam size.")
+    vad_filter: bool | None = Field(None, description="Voice activity detection before decoding.")
+    vad_min_silence_ms: int | None = Field(
+        None, ge=0, le=10000, description="VAD: silence (ms) that splits speech."
+    )
+    vad_speech_pad_ms: int | None = Field(None, ge=0, le=5000, description="VAD: padding (ms) around speech.")
+    word_timestamps: bool | None = Field(None, description="Word-level timestamps.")
+    condition_on_previous_text: bool | None = Field(
+        None, description="Prompt each window with the text before it."
+    )
+    batch_size: int | None = Field(None, ge=0, le=64, description="Batched inference size; 0 = sequential.")
+    initial_prompt: str | None = Field(
+        None, max_length=4096, description="Text that primes the decoder (spellings, names, style)."
+    )
+    temperature: Annotated[float | None, Expose("asr_temperature")] = Field(
+        None, ge=0.0, le=1.0, description="Decoding temperature (unset = Whisper's fallback schedule)."
+    )
 
     @field_validator("language")
     @classmethod
@@ -100,32 +136,61 @@ class GenerationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0, le=1000)
-    max_tokens: int | None = Field(None, ge=1, le=32768)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=3.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, ge=0, le=1000, description="Top-k sampling (0 = off).")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Most tokens to generate.")
+    repetition_penalty: float | None = Field(None, gt=0.0, le=3.0, description="Repetition penalty.")
 
 
 class LlmOptions(GenerationOptions):
     """Per-task LLM choices (both enhancement and summary)."""
 
-    backend: LlmBackendName | None = None
-    model: str | None = Field(None, max_length=512, description="Model name, GGUF file or directory.")
-    base_url: str | None = Field(None, max_length=512, description="OpenAI-compatible server URL.")
-    enhancement: Literal["auto", "always", "never"] | None = None
+    backend: Annotated[LlmBackendName | None, Expose("llm_backend")] = Field(None, description="LLM backend.")
+    model: Annotated[str | None, Expose("llm_model", form_pattern=SAFE_NAME)] = Field(
+        None,
+        max_length=512,
+        description="LLM model: GGUF file, name under MODELS_DIR or served model (the API form takes "
+        "names only).",
+    )
+    base_url: Annotated[str | None, Expose("llm_base_url", form=False)] = Field(
+        None,
+        max_length=512,
+        description="OpenAI-compatible server URL (openai backend; not settable through the API).",
+    )
+    enhancement: EnhancementMode | None = Field(
+        None, description="Clean the transcript with the LLM: auto (when the ASR does not punctuate)."
+    )
 
 
 class TaskRequest(BaseModel):
-    """Everything a task needs besides the audio."""
+    """Everything a task needs besides the audio: the one declaration of the request's options.
+
+    The API form, the CLI options, the Transcription spec and the CRD schema and the README table
+    are generated from these models (maie.options, maie.crd): add an option here, nowhere else.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    features: list[Feature] = Field(default_factory=lambda: list(DEFAULT_FEATURES), min_length=1)
-    template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    asr: AsrOptions = Field(default_factory=AsrOptions)
-    llm: LlmOptions = Field(default_factory=LlmOptions)
-    callback_url: str | None = Field(
+    features: list[Feature] = Field(
+        default_factory=lambda: list(DEFAULT_FEATURES),
+        min_length=1,
+        max_length=len(Feature),
+        description="Results to produce (default: clean_transcript and summary).",
+    )
+    template_id: Annotated[str | None, Expose(cli="--template")] = Field(
+        None,
+        max_length=64,
+        pattern=TEMPLATE_ID,
+        description="Summary template (GET /v1/templates, `maie templates`); required with summary.",
+    )
+    asr: AsrOptions = Field(default_factory=AsrOptions, description="Speech recognition choices.")
+    llm: LlmOptions = Field(
+        default_factory=LlmOptions,
+        description="LLM choices for the enhancement and summary stages (unset = model default).",
+    )
+    # The CLI runs a task in the foreground and delivers no webhooks: API and spec only.
+    callback_url: Annotated[str | None, Expose(on_cli=False)] = Field(
         None,
         max_length=2048,
         pattern=r"^https?://\S+$",
@@ -149,7 +214,8 @@ class TaskRequest(BaseModel):
     @model_validator(mode="after")
     def _summary_needs_template(self) -> TaskRequest:
         if Feature.SUMMARY in self.features and not self.template_id:
-            raise ValueError("template_id is required when 'summary' is among the features")
+            name = type(self).model_fields["template_id"].alias or "template_id"  # templateId in a spec
+            raise ValueError(f"{name} is required when 'summary' is among the features")
         return self
 
 
@@ -196,6 +262,11 @@ class Segment(BaseModel):
     text: str
     avg_logprob: float | None = None
     words: list[Word] | None = None
+    # Whisper's own per-segment figures, where the backend gives them (OpenAI's verbose_json shows them).
+    seek: int | None = Field(None, description="Whisper: the decoding window's offset, in 10 ms frames.")
+    temperature: float | None = Field(None, description="Whisper: the sampling temperature that was kept.")
+    compression_ratio: float | None = Field(None, description="Whisper: gzip compression ratio of the text.")
+    no_speech_prob: float | None = Field(None, description="Whisper: probability of no speech.")
 
 
 class AsrVersion(BaseModel):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from maie.contract import Feature, TaskRequest
 from maie.errors import MaieError, ModelNotFoundError
-from maie.model_paths import resolve_gguf, resolve_model_dir, resolve_whisper_model
+from maie.model_paths import check_chunkformer_dir, resolve_gguf, resolve_model_dir, resolve_whisper_model
 from maie.settings import Settings
 
 SCRIPT = "scripts/download_models.sh"
@@ -70,9 +70,7 @@ def missing_models(
         if asr_done:
             pass
         elif backend == "chunkformer":
-            from maie.runner.asr.chunkformer import check_model_dir
-
-            check_model_dir(resolve_model_dir(name, settings, "asr"))
+            check_chunkformer_dir(resolve_model_dir(name, settings, "asr"))
         else:
             resolve_whisper_model(name, settings)
     except MaieError as exc:

@@ -152,3 +152,20 @@ def checkpoint_hash(path: Path, settings: Settings) -> str:
     tmp.write_text(value + "\n")
     os.replace(tmp, cache)
     return value
+
+
+# Files ChunkFormerModel.from_pretrained needs in a local directory (it reads config.yaml, not .json).
+CHUNKFORMER_REQUIRED_FILES = ("config.yaml",)
+CHUNKFORMER_CHECKPOINT_FILES = ("pytorch_model.bin", "pytorch_model.pt", "pytorch_model.ckpt")
+
+
+def check_chunkformer_dir(path: Path) -> None:
+    """A ChunkFormer model directory is complete: fail early, naming the missing file, rather than
+    deep inside from_pretrained (the runner, `maie models` and the start-up check all ask)."""
+    missing = [name for name in CHUNKFORMER_REQUIRED_FILES if not (path / name).is_file()]
+    if not any((path / name).is_file() for name in CHUNKFORMER_CHECKPOINT_FILES):
+        missing.append(" or ".join(CHUNKFORMER_CHECKPOINT_FILES))
+    if missing:
+        raise ModelNotFoundError(
+            f"ChunkFormer model directory {path} lacks {', '.join(missing)}; {DOWNLOAD_HINT}"
+        )

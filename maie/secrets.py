@@ -17,6 +17,13 @@ from pydantic import SecretStr
 
 log = logging.getLogger("maie.secrets")
 
+API_KEY_FILE = "api-key"  # in DATA_DIR: the API reads it, `maie doctor` checks its mode
+
+
+def api_key_file(data_dir: str | Path) -> Path:
+    """Where the generated API key is kept (here, in core, so the runner's doctor needs no api)."""
+    return Path(data_dir) / API_KEY_FILE
+
 
 def stored_secret(configured: SecretStr | None, path: Path) -> tuple[str, Path | None]:
     """(the secret, the file it came from — or None when it was configured)."""

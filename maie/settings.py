@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The backend names, declared once: the request's options, the settings, the CRD, the API's form,
+# the runner's registries (runner/asr, runner/llm) and the catalog (maie/catalog.py) all take
+# them from here (tests/test_options.py checks the registries and catalog agree).
 AsrBackendName = Literal["whisper", "chunkformer"]
 LlmBackendName = Literal["llama_cpp", "openai", "vllm"]
+EnhancementMode = Literal["auto", "always", "never"]
+ASR_BACKEND_NAMES: tuple[str, ...] = get_args(AsrBackendName)
+LLM_BACKEND_NAMES: tuple[str, ...] = get_args(LlmBackendName)
 # What a Transcription may override per resource when the operator allows it (its spec.job fields,
 # camelCase as on the wire, and queueName = the resource's kueue.x-k8s.io/queue-name label).
 JobOverrideName = Literal[
@@ -77,6 +83,29 @@ class Settings(BaseSettings):
     )
     upload_chunk_bytes: int = Field(1024 * 1024, ge=4096, description="Chunk size when streaming uploads.")
 
+    # --- API: OpenAI-compatible transcription, live progress, metrics (issue 13) ------------
+    transcriptions_max_file_size_mb: int = Field(
+        25, ge=1, description="Largest upload POST /v1/audio/transcriptions takes (it answers synchronously)."
+    )
+    transcriptions_max_duration_seconds: float = Field(
+        600.0, gt=0, description="Longest audio POST /v1/audio/transcriptions takes; longer = 422."
+    )
+    transcriptions_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds POST /v1/audio/transcriptions waits for its task; then the task is "
+        "cancelled and the answer is 504.",
+    )
+    live_poll_interval: float = Field(
+        0.5, gt=0, le=10, description="Seconds between task reads of SSE streams and synchronous waits."
+    )
+    sse_keepalive_seconds: float = Field(
+        15.0, gt=0, description="An SSE comment is sent after this many seconds without an event."
+    )
+    metrics_require_key: bool = Field(
+        False, description="true = /metrics needs the API key like /v1 routes; false = public like /health."
+    )
+
     # --- webhooks (POST the status document when a task ends) ---------------------------
     webhook_secret: SecretStr | None = Field(
         None,
@@ -115,9 +144,17 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=10, description="Runs of one task (after crashes) before FAILED.")
     result_ttl: int = Field(86400, ge=60, description="Seconds finished results and their files are kept.")
     heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between executor heartbeats.")
+    worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of embedded worker processes, so the API stays responsive while models run.",
+    )
 
     # --- ASR: common --------------------------------------------------------------------
-    asr_backend: AsrBackendName = Field("whisper", description="ASR backend: whisper | chunkformer.")
+    asr_backend: AsrBackendName = Field(
+        "whisper", description=f"ASR backend: {' | '.join(ASR_BACKEND_NAMES)}."
+    )
     asr_language: str | None = Field(None, description="Language code, or unset/auto to detect.")
     asr_word_timestamps: bool = Field(False, description="Word-level timestamps where supported.")
     asr_punctuates: bool | None = Field(
@@ -161,8 +198,8 @@ class Settings(BaseSettings):
     chunkformer_return_timestamps: bool = Field(True, description="Segment timestamps.")
 
     # --- LLM: shared --------------------------------------------------------------------
-    llm_backend: LlmBackendName = Field("llama_cpp", description="llama_cpp | openai | vllm.")
-    enhancement_mode: Literal["auto", "always", "never"] = Field(
+    llm_backend: LlmBackendName = Field("llama_cpp", description=f"{' | '.join(LLM_BACKEND_NAMES)}.")
+    enhancement_mode: EnhancementMode = Field(
         "auto", description="auto = only for ASR models that do not punctuate."
     )
     llm_n_ctx: int = Field(8192, ge=512, description="llama.cpp context window (tokens).")
@@ -332,6 +369,9 @@ class Settings(BaseSettings):
         False,
         description="Run `maie doctor`'s checks before each task in a runner Job (the runner images set "
         "it): a machine that cannot do the work fails the task at once, naming each problem.",
+    )
+    operator_metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Port of the operator's Prometheus /metrics; 0 = off."
     )
     operator_gc_interval: float = Field(
         300.0, gt=0, description="How often finished API tasks are checked against RESULT_TTL (then deleted)."

@@ -3,8 +3,9 @@
 The one shared shape for the api (creates resources), the operator (creates Jobs, mirrors their
 state) and the runner (reads the spec, reports stages). Field names are camelCase on the wire, as
 Kubernetes conventions ask; in Python they are the snake_case names of `maie.contract`, so a spec
-converts to a `TaskRequest` (and back) without a field map. crds/transcription.yaml is the
-validating schema of the same shape; tests keep the two in step.
+converts to a `TaskRequest` (and back) without a field map. The spec inherits TaskRequest, so an
+option declared there is here too; crds/transcription.yaml is generated from these models
+(`python -m maie.crd`; a test fails when it is stale).
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ import hashlib
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict
 
 from maie.contract import (
+    DEFAULT_FEATURES,
     AsrOptions,
     Feature,
     LlmOptions,
@@ -92,10 +103,11 @@ def _prune(value: Any) -> Any:
     return value
 
 
+CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True)
+
+
 class _Camel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
-    )
+    model_config = CAMEL
 
     def wire(self) -> dict[str, Any]:
         """The camelCase JSON shape, unset fields left out (what goes to the API server)."""
@@ -103,94 +115,156 @@ class _Camel(BaseModel):
 
 
 # --------------------------------------------------------------------------------------
-# spec
+# spec: TaskRequest's options in camelCase, plus what only a resource has
 # --------------------------------------------------------------------------------------
 class AudioSource(_Camel):
     uri: str = Field(
         pattern=r"^(s3|https?)://\S+$",
         max_length=2048,
-        description="s3://bucket/key (read with the S3 settings) or an http(s) URL.",
+        description="s3://bucket/key (read with the runner's S3 settings) or an http(s) URL.",
     )
 
 
 class AsrSpec(AsrOptions):
     """`maie.contract.AsrOptions` with camelCase names (beamSize, vadFilter, wordTimestamps …)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
-    )
+    model_config = CAMEL
 
 
 class LlmSpec(LlmOptions):
     """`maie.contract.LlmOptions` with camelCase names (topP, maxTokens, baseUrl …)."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", serialize_by_alias=True
-    )
+    model_config = CAMEL
+
+
+# A Kubernetes resource quantity ("500m", "4Gi", 2), as the core API's own CRDs declare it. The
+# grammar is the API server's to check (the CRD's pattern, and the Job's own validation, which the
+# operator reports as job_refused): the model bounds only the length.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+Quantity = Annotated[
+    int | Annotated[str, StringConstraints(max_length=64)],
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": True,
+        }
+    ),
+]
+
+
+class Toleration(TypedDict, total=False):
+    """core/v1 Toleration (a dict at run time: it goes into the pod spec as is)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    key: Annotated[str, StringConstraints(max_length=316)]
+    operator: Literal["Exists", "Equal"]
+    value: Annotated[str, StringConstraints(max_length=253)]
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    tolerationSeconds: int
+
+
+class ResourceRequirements(TypedDict, total=False):
+    """core/v1 ResourceRequirements' requests and limits (a dict at run time)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=16)]
+    limits: Annotated[dict[str, Quantity], Field(max_length=16)]
 
 
 class JobOverrides(_Camel):
     """Per-resource overrides of the operator's Job settings; unset = the operator's setting."""
 
-    gpu_count: int | None = Field(None, ge=0, le=8)
-    active_deadline_seconds: int | None = Field(None, ge=10)
-    backoff_limit: int | None = Field(None, ge=0, le=10)
-    ttl_seconds_after_finished: int | None = Field(None, ge=0)
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = None
-    runtime_class_name: str | None = Field(None, max_length=253)
-    priority_class_name: str | None = Field(None, max_length=253)
-    resources: dict[str, dict[str, str | int]] | None = None
-
-
-class TranscriptionSpec(_Camel):
-    audio: AudioSource
-    features: list[Feature] = Field(
-        default_factory=lambda: [Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY], min_length=1, max_length=4
+    gpu_count: int | None = Field(None, ge=0, le=8, description="GPUs requested (0 = CPU).")
+    active_deadline_seconds: int | None = Field(None, ge=10, description="The Job's deadline.")
+    backoff_limit: int | None = Field(None, ge=0, le=10, description="Retries of a failed pod.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Finished Job's lifetime.")
+    node_selector: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        None, max_length=32, description="Node labels the pod must match."
     )
-    template_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    asr: AsrSpec = Field(default_factory=AsrSpec)
-    llm: LlmSpec = Field(default_factory=LlmSpec)
+    tolerations: list[Toleration] | None = Field(None, max_length=32, description="Pod tolerations.")
+    runtime_class_name: str | None = Field(None, max_length=253, description="e.g. nvidia.")
+    priority_class_name: str | None = Field(None, max_length=253, description="Pod priority class.")
+    resources: ResourceRequirements | None = Field(
+        None, description="Container requests/limits; the GPU limit is added from gpuCount."
+    )
+
+
+def default_features(template_id: str | None) -> list[Feature]:
+    """A resource that names no features: the request's defaults, less the summary when there is
+    no template (so a manifest with only `audio` is valid and transcribes)."""
+    return [f for f in DEFAULT_FEATURES if template_id or f is not Feature.SUMMARY]
+
+
+class TranscriptionSpec(TaskRequest, _Camel):
+    """TaskRequest in camelCase, inherited (add an option to TaskRequest, never here), plus what only
+    a resource has: the audio, its storage id, the deletion policy and Job overrides."""
+
+    model_config = CAMEL
+    request_model: ClassVar[type[TaskRequest]] = TaskRequest  # what to_task_request() returns
+
+    asr: AsrSpec = Field(default_factory=AsrSpec, description=TaskRequest.model_fields["asr"].description)
+    llm: LlmSpec = Field(default_factory=LlmSpec, description=TaskRequest.model_fields["llm"].description)
+    audio: AudioSource = Field(description="Where the recording is.")
     task_id: str | None = Field(
-        None, pattern=TASK_ID_PATTERN, description="Storage id; unset = the resource's uid."
-    )
-    deletion_policy: DeletionPolicy | None = None
-    job: JobOverrides = Field(default_factory=JobOverrides)
-    callback_url: str | None = Field(
         None,
-        max_length=2048,
-        pattern=r"^https?://\S+$",
-        description="Webhook: POSTed the status document (signed) when the task ends.",
+        max_length=63,
+        pattern=TASK_ID_PATTERN,
+        description="Storage id (audio/{namespace}/{taskId}/, results/{namespace}/{taskId}/); "
+        "unset = the resource's uid.",
+    )
+    deletion_policy: DeletionPolicy | None = Field(
+        None,
+        description="What deleting the resource removes from object storage (only under "
+        "audio/{namespace}/{taskId}/ and results/{namespace}/{taskId}/); unset = the operator's "
+        "OPERATOR_DELETION_POLICY.",
+    )
+    job: JobOverrides = Field(
+        default_factory=JobOverrides, description="Overrides of the operator's Job settings."
     )
 
-    @model_validator(mode="after")
-    def _summary_needs_template(self) -> TranscriptionSpec:
-        if Feature.SUMMARY in self.features and not self.template_id:
-            raise ValueError("templateId is required when 'summary' is among the features")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _features_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("features") is None:
+            template = data.get("templateId", data.get("template_id"))
+            data = {**data, "features": default_features(template)}
+        return data
 
     def to_task_request(self) -> TaskRequest:
-        return TaskRequest(
-            features=list(self.features),
-            template_id=self.template_id,
-            asr=AsrOptions.model_validate(self.asr.model_dump(by_alias=False)),
-            llm=LlmOptions.model_validate(self.llm.model_dump(by_alias=False)),
-            callback_url=self.callback_url,
-        )
+        fields = set(self.request_model.model_fields)
+        return self.request_model.model_validate(self.model_dump(include=fields, by_alias=False))
 
     @classmethod
     def from_task_request(
         cls, request: TaskRequest, *, audio_uri: str, task_id: str | None = None
     ) -> TranscriptionSpec:
-        return cls(
-            audio=AudioSource(uri=audio_uri),
-            features=list(request.features),
-            template_id=request.template_id,
-            asr=AsrSpec.model_validate(request.asr.model_dump()),
-            llm=LlmSpec.model_validate(request.llm.model_dump()),
-            task_id=task_id,
-            callback_url=request.callback_url,
-        )
+        return cls.model_validate({**request.model_dump(), "audio": {"uri": audio_uri}, "task_id": task_id})
+
+
+def spec_model(request: type[TaskRequest]) -> type[TranscriptionSpec]:
+    """The spec for a variant of TaskRequest (more fields, or groups with more): its fields join
+    TranscriptionSpec's, groups in camelCase. The CRD generator runs on it in tests."""
+    if request is TaskRequest:
+        return TranscriptionSpec
+    fields: dict[str, Any] = {}
+    for name, field in request.model_fields.items():
+        if name in TaskRequest.model_fields and field.annotation is TaskRequest.model_fields[name].annotation:
+            continue
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            camel = type(f"{group.__name__}Spec", (group,), {"model_config": CAMEL, "__module__": __name__})
+            fields[name] = (camel, Field(default_factory=camel, description=field.description))
+        else:
+            fields[name] = (field.annotation, field)
+    model = create_model(f"{request.__name__}Spec", __base__=TranscriptionSpec, **fields)
+    model.request_model = request
+    return model
 
 
 # --------------------------------------------------------------------------------------

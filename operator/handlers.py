@@ -33,7 +33,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from maie import checkpoint as records
-from maie import webhooks
+from maie import metrics, webhooks
 from maie.checkpoint import Progress
 from maie.contract import ResultDocument, TaskStatus, WebhookAttempt, WebhookStatus
 from maie.kube import Kube
@@ -162,6 +162,14 @@ def update(
             ctx.api.patch_transcription_status(namespace, name, patch)
         if new.phase is not None and new.phase != tx.status.phase:
             ctx.api.label_transcription(namespace, name, {LABEL_PHASE: new.phase.value})
+            if new.phase.finished and not (tx.status.phase and tx.status.phase.finished):
+                measured = new.metrics
+                metrics.observe_finished(
+                    (new.stage or TaskStatus.FAILED).value,
+                    new.error_code,
+                    measured.stage_seconds if measured else None,
+                    measured.processing_time_seconds if measured else None,
+                )
     _post(raw, events)
     return tx
 
@@ -268,9 +276,10 @@ async def admit(
             k for k, t in ctx.pending.items() if k in runner_jobs or now - t > PENDING_FORGET_SECONDS
         ]:
             del ctx.pending[key]
-        free, waiting = queue_view(
-            transcriptions, runner_jobs, ctx.pending, ctx.settings.operator_max_concurrent_jobs
-        )
+        cap = ctx.settings.operator_max_concurrent_jobs
+        free, waiting = queue_view(transcriptions, runner_jobs, ctx.pending, cap)
+        metrics.OPERATOR_JOBS_RUNNING.set(cap - free)
+        metrics.OPERATOR_QUEUED.set(len(waiting))
         for entry in waiting:
             if free <= 0:
                 return
@@ -282,6 +291,9 @@ async def admit(
             if outcome == "started":
                 ctx.pending[(entry.namespace, entry.name)] = time.monotonic()
                 free -= 1
+                metrics.OPERATOR_JOBS_CREATED.inc()
+                metrics.OPERATOR_JOBS_RUNNING.inc()
+                metrics.OPERATOR_QUEUED.dec()
 
 
 def _admission_problem(

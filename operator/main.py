@@ -27,6 +27,7 @@ from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
 
 from maie.errors import MaieError
 from maie.kube import load_configuration
+from maie.metrics import start_operator_metrics_server
 from maie.operator.handlers import Context, register
 from maie.settings import Settings, get_settings
 from maie.transcription import LABEL_MANAGED_BY, MANAGED_BY
@@ -114,6 +115,7 @@ def run(namespaces: Sequence[str] = ()) -> None:
         raise MaieError(f"no Kubernetes configuration: run in a pod or set KUBECONFIG ({exc})") from exc
     client.Configuration.set_default(configuration)  # the leader election's client uses the default
     settings = get_settings()
+    start_operator_metrics_server(settings.operator_metrics_port)  # Prometheus /metrics, own port
     wait_for_leadership(settings, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     registry, _ = build(settings, namespaces=namespaces)
     kopf.run(

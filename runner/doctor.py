@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maie.secrets import api_key_file
 from maie.settings import Settings
 
 PROBE_MODULE = "maie.runner.doctor_probe"
@@ -439,12 +440,10 @@ def check_writable_dir(name: str, path: Path, settings: Settings) -> Check:
 
 
 def check_api_key(settings: Settings) -> Check:
-    from maie.api.auth import key_file
-
     name = "API key"
     if settings.secret_api_key is not None and settings.secret_api_key.get_secret_value():
         return Check(name, True, "SECRET_API_KEY is set (no key file is used)")
-    path = key_file(settings)
+    path = api_key_file(settings.data_dir)
     if not path.exists():
         return Check(name, True, f"no key file yet: `maie serve` creates {path} (mode 0600) on first start")
     mode = stat.S_IMODE(path.stat().st_mode)

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from maie import checkpoint as records
+from maie import exports
 from maie.checkpoint import Checkpoint, EnhancementRecord
 from maie.contract import Feature, LlmVersion, ResultDocument, Step, TaskRequest, TaskStatus, utcnow
 from maie.errors import MaieError
-from maie.runner import exports
 from maie.runner.asr import create_asr_backend
 from maie.runner.enhance import enhance, prompt_environment
 from maie.runner.llm import create_llm_backend
@@ -135,13 +135,16 @@ def _summary(
             {
                 "template_id": request.template_id,
                 "schema_title": schema.get("title"),
-                "constrained_decoding": "JSON Schema without maxLength (lengths enforced after)",
-                "validation": "jsonschema Draft 2020-12 + content checks",
+                "constrained_decoding": "per field: enum of candidate ids (grounded), "
+                "pattern-bounded strings under a token budget (free)",
+                "validation": "jsonschema Draft 2020-12 + grounding checks",
                 "max_retries": settings.llm_summary_max_retries,
                 "chunks": outcome.chunks,
                 "answer_max_tokens": outcome.answer_tokens,
                 "llm_calls": outcome.calls,
                 "attempts": outcome.attempts,
+                "grounding": outcome.grounding,
+                "seconds": outcome.seconds,
             },
         )
         version.decoding_params["sources"] = sources

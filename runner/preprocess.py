@@ -15,11 +15,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from maie.audio import MIN_DURATION_SECONDS, decode_error_reason, open_audio, probe_audio
 from maie.contract import AudioInfo
 from maie.errors import AudioError
 
 TARGET_SAMPLE_RATE = 16000
-MIN_DURATION_SECONDS = 1.0
 _GROUP_SAMPLES = 500_000
 
 
@@ -31,47 +31,6 @@ class PreparedAudio:
     @property
     def duration(self) -> float:
         return float(len(self.samples)) / TARGET_SAMPLE_RATE
-
-
-def _open(path: Path) -> av.container.InputContainer:
-    if not path.is_file():
-        raise AudioError(f"audio file not found: {path.name}")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path.name} is empty (0 bytes)")
-    try:
-        return av.open(str(path), mode="r", metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise AudioError(f"{path.name} is not decodable audio ({_reason(exc)})") from exc
-
-
-def _reason(exc: Exception) -> str:
-    text = getattr(exc, "strerror", None) or str(exc)
-    return str(text).split(":")[0].strip() or type(exc).__name__
-
-
-def probe_audio(path: Path) -> AudioInfo:
-    """Container, codec, sample rate, channels and duration, reading only the headers.
-
-    Raises AudioError for undecodable input or a file without an audio stream. Duration comes from
-    the container; preprocess() replaces it with the decoded length.
-    """
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise AudioError(f"{path.name} has no audio stream")
-        stream = container.streams.audio[0]
-        ctx = stream.codec_context
-        duration = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        return AudioInfo(
-            format=container.format.name.split(",")[0],
-            codec=ctx.name,
-            duration=round(duration, 3),
-            sample_rate=int(ctx.sample_rate or 0),
-            channels=int(ctx.channels or 0),
-        )
 
 
 def preprocess(
@@ -86,7 +45,7 @@ def preprocess(
     decoded_seconds = 0.0
     last_report = 0.0
     try:
-        with _open(path) as container:
+        with open_audio(path) as container:
             stream = container.streams.audio[0]
             # Frames are grouped before resampling (as faster-whisper does): far fewer calls.
             fifo = av.AudioFifo()
@@ -107,7 +66,7 @@ def preprocess(
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
-        raise AudioError(f"{path.name} could not be decoded ({_reason(exc)})") from exc
+        raise AudioError(f"{path.name} could not be decoded ({decode_error_reason(exc)})") from exc
     if not chunks:
         raise AudioError(f"{path.name} contains no decodable audio frames")
     pcm = np.concatenate(chunks)

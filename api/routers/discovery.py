@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 
 from maie.api.auth import require_api_key
 from maie.api.dependencies import CatalogDep, SettingsDep
-from maie.api.schemas import ErrorResponse, ModelsResponse, TemplatesResponse, TemplateSummary
+from maie.api.routers.openai import known_models
+from maie.api.schemas import (
+    ErrorResponse,
+    ModelsResponse,
+    OpenAIModel,
+    OpenAIModelList,
+    TemplatesResponse,
+    TemplateSummary,
+)
 from maie.catalog import list_models
 
 router = APIRouter(
@@ -19,10 +28,28 @@ router = APIRouter(
 )
 
 
-@router.get("/models", response_model=ModelsResponse, summary="ASR and LLM backends")
-async def models(settings: SettingsDep) -> ModelsResponse:
+@router.get(
+    "/models",
+    response_model=ModelsResponse | OpenAIModelList,
+    summary="ASR and LLM backends (or OpenAI's model list)",
+)
+async def models(
+    request: Request,
+    settings: SettingsDep,
+    format: Literal["maie", "openai"] | None = Query(
+        None,
+        description="maie = MAIE's listing; openai = OpenAI's `{object: list, data: [...]}` of the ASR "
+        "model ids POST /v1/audio/transcriptions takes. Unset: openai for clients that authenticate with "
+        "`Authorization: Bearer` (as OpenAI clients do), maie for X-API-Key.",
+    ),
+) -> ModelsResponse | OpenAIModelList:
     """Each backend with its default model, capabilities and whether it can run here (and why not)."""
     items = await asyncio.to_thread(list_models, settings)
+    chosen = format or ("openai" if getattr(request.state, "auth_scheme", None) == "bearer" else "maie")
+    if chosen == "openai":
+        ids = await asyncio.to_thread(known_models, settings)
+        created = int(request.app.state.started_at)
+        return OpenAIModelList(data=[OpenAIModel(id=i, created=created) for i in sorted(ids)])
     return ModelsResponse(
         asr=[m for m in items if m.kind == "asr"], llm=[m for m in items if m.kind == "llm"]
     )

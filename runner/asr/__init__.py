@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from maie.runner.asr.base import AsrBackend
     from maie.settings import Settings
 
+# Implementations under the names maie.settings declares (ASR_BACKEND_NAMES; a test checks both agree).
 ASR_BACKENDS: dict[str, str] = {
     "whisper": "maie.runner.asr.whisper:WhisperBackend",
     "chunkformer": "maie.runner.asr.chunkformer:ChunkFormerBackend",

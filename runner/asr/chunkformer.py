@@ -25,17 +25,14 @@ from typing import Any
 import numpy as np
 
 from maie.contract import AsrOptions, AsrVersion, Segment
-from maie.errors import BackendUnavailableError, MaieError, ModelNotFoundError
-from maie.model_paths import DOWNLOAD_HINT, checkpoint_hash, resolve_model_dir
+from maie.errors import BackendUnavailableError, MaieError
+from maie.model_paths import check_chunkformer_dir, checkpoint_hash, resolve_model_dir
 from maie.runner.asr.base import AsrInput, AsrOutput
 from maie.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-# Files ChunkFormerModel.from_pretrained needs in a local directory (it reads config.yaml, not .json).
-REQUIRED_FILES = ("config.yaml",)
-CHECKPOINT_FILES = ("pytorch_model.bin", "pytorch_model.pt", "pytorch_model.ckpt")
 
 
 def parse_timestamp(value: str | float | int) -> float:
@@ -47,17 +44,6 @@ def parse_timestamp(value: str | float | int) -> float:
         raise ValueError(f"unexpected ChunkFormer timestamp {value!r} (want HH:MM:SS:mmm)")
     hours, minutes, seconds, millis = (int(p) for p in parts)
     return hours * 3600 + minutes * 60 + seconds + millis / 1000.0
-
-
-def check_model_dir(path: Path) -> None:
-    """Fail early, naming the missing file, rather than deep inside from_pretrained."""
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if not any((path / name).is_file() for name in CHECKPOINT_FILES):
-        missing.append(" or ".join(CHECKPOINT_FILES))
-    if missing:
-        raise ModelNotFoundError(
-            f"ChunkFormer model directory {path} lacks {', '.join(missing)}; {DOWNLOAD_HINT}"
-        )
 
 
 def _write_wav(samples: np.ndarray, path: Path) -> None:
@@ -99,7 +85,7 @@ class ChunkFormerBackend:
         if self.model is not None:
             return
         path = resolve_model_dir(self.model_name, self.settings, "asr")
-        check_model_dir(path)
+        check_chunkformer_dir(path)
         try:
             with warnings.catch_warnings():
                 # pydub warns that ffmpeg is missing; it is not needed: we always hand over a wav.

@@ -80,6 +80,10 @@ class WhisperBackend:
             "vad_filter": vad_filter,
             "word_timestamps": self._wants_words(),
         }
+        if o.initial_prompt:
+            params["initial_prompt"] = o.initial_prompt
+        if o.temperature is not None:
+            params["temperature"] = o.temperature
         if vad_filter:
             params["vad_parameters"] = {
                 "min_silence_duration_ms": o.vad_min_silence_ms
@@ -199,6 +203,10 @@ def _segment(seg: Any, keep_words: bool) -> Segment:
         text=seg.text.strip(),
         avg_logprob=seg.avg_logprob,
         words=words,
+        seek=getattr(seg, "seek", None),
+        temperature=getattr(seg, "temperature", None),
+        compression_ratio=getattr(seg, "compression_ratio", None),
+        no_speech_prob=getattr(seg, "no_speech_prob", None),
     )
 
 

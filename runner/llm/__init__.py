@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from maie.runner.llm.base import LlmBackend
     from maie.settings import Settings
 
+# Implementations under the names maie.settings declares (LLM_BACKEND_NAMES; a test checks both agree).
 LLM_BACKENDS: dict[str, str] = {
     "llama_cpp": "maie.runner.llm.llama_cpp:LlamaCppBackend",
     "openai": "maie.runner.llm.openai_compat:OpenAICompatBackend",

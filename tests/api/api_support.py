@@ -18,8 +18,8 @@ import httpx
 
 from maie.settings import Settings
 
-# ../shared/data beside the project checkout (read in place, never copied into the repository).
-AUDIO = Path(__file__).resolve().parents[3] / "shared" / "data" / "audio"
+# The redistributable recordings the repository carries (tests/data/MANIFEST.tsv).
+AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio"
 
 JFK = AUDIO / "en_jfk_inaugural.flac"
 JFK_TEXT = (

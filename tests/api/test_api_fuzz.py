@@ -29,7 +29,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]
 def test_no_server_errors(fuzz_server: ApiServer) -> None:
     api = schemathesis.openapi.from_url(f"{fuzz_server.base_url}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 6, [op.label for op in operations]
+    assert len(operations) == 12, [op.label for op in operations]
     seen: dict[str, set[int]] = {}
 
     for operation in operations:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import socket
 import threading
 from pathlib import Path
@@ -14,10 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not DATA.is_dir():  # CI clones main elsewhere with shared/ beside it
-    DATA = Path(os.environ.get("MAIE_SHARED_DATA", "/work/shared/data"))
-AUDIO = DATA / "audio"
+from tests.conftest import recording
 
 HAS_CHUNKFORMER = (
     importlib.util.find_spec("chunkformer") is not None and importlib.util.find_spec("torch") is not None
@@ -36,10 +32,10 @@ def cuda_device() -> bool:
 
 
 def load_audio(name: str) -> tuple[np.ndarray, float]:
-    """16 kHz mono float32 samples of a real recording (read in place, never copied)."""
+    """16 kHz mono float32 samples of a real recording (tests/data, else shared data, else a skip)."""
     from faster_whisper import decode_audio
 
-    samples = decode_audio(str(AUDIO / name), sampling_rate=16000)
+    samples = decode_audio(str(recording(name).path), sampling_rate=16000)
     return samples, len(samples) / 16000.0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,6 @@ from typing import Any
 
 import pytest
 from backend_support import (
-    AUDIO,
     CHUNKFORMER_MISSING,
     HAS_CHUNKFORMER,
     ScriptedServer,
@@ -29,6 +29,7 @@ from backend_support import (
 )
 
 from maie.settings import Settings
+from tests.conftest import recording
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def tiny_chunkformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not HAS_CHUNKFORMER:
         pytest.skip(CHUNKFORMER_MISSING)
     target = tmp_path_factory.mktemp("models") / "asr" / "tiny-chunkformer"
-    return build_tiny_chunkformer(target, calibration_wav=AUDIO / "en_mm1_micro_machines.wav")
+    calibration = recording("en_2spk_conversation_pyannote_sample.wav").path
+    return build_tiny_chunkformer(target, calibration_wav=calibration)
 
 
 # --------------------------------------------------------------------------------------
@@ -61,10 +63,11 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gguf = resolve_gguf(None, Settings(_env_file=None))  # type: ignore[call-arg]
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    threads = str(max((os.cpu_count() or 2) // 2, 1))  # as MAIE's own llama.cpp backend: half the cores
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
-        "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "4096", "--n_threads", "2", "--seed", "0",
+        "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+        "--n_threads", threads, "--n_threads_batch", threads, "--seed", "0",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

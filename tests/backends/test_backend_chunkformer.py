@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from backend_support import AUDIO, DATA, cuda_device, load_audio, needs_chunkformer
+from backend_support import cuda_device, load_audio, needs_chunkformer
 
 from maie.contract import AsrOptions
 from maie.errors import MaieError, ModelNotFoundError
@@ -17,6 +17,7 @@ from maie.runner.asr import create_asr_backend
 from maie.runner.asr.base import AsrInput
 from maie.runner.asr.chunkformer import ChunkFormerBackend, parse_timestamp
 from maie.settings import Settings, get_settings
+from tests.conftest import RECORDINGS, recording
 
 
 def _settings(settings: Settings, model_dir: Path, **overrides: object) -> Settings:
@@ -86,7 +87,7 @@ def test_tiny_checkpoint_decodes_real_recording(settings: Settings, tiny_chunkfo
         for key, tensor in saved.items():
             assert torch.equal(tensor, live[key]), key
 
-        audio = _input("en_mm1_micro_machines.wav")
+        audio = _input("en_2spk_conversation_pyannote_sample.wav")
         segments = list(backend.transcribe(audio))
         info = backend.result_info()
         version = backend.version()
@@ -150,7 +151,7 @@ def test_window_too_short_is_a_clear_error(settings: Settings, tiny_chunkformer_
     backend.load()
     try:
         with pytest.raises(MaieError, match=r"at least 10\.24 s"):
-            list(backend.transcribe(_input("vi_vivos_VIVOSDEV01_R002.wav")))
+            list(backend.transcribe(_input("en_timit_LDC93S1.wav")))
     finally:
         backend.unload()
 
@@ -161,7 +162,7 @@ def test_no_timestamps_gives_one_segment(settings: Settings, tiny_chunkformer_di
     backend = ChunkFormerBackend(cfg, AsrOptions())
     backend.load()
     try:
-        segments = list(backend.transcribe(_input("en_mm1_micro_machines.wav")))
+        segments = list(backend.transcribe(_input("en_2spk_conversation_pyannote_sample.wav")))
     finally:
         backend.unload()
     assert len(segments) == 1
@@ -197,11 +198,9 @@ def test_real_chunkformer_large_vie_on_gpu() -> None:
     )
     backend = ChunkFormerBackend(cfg, AsrOptions())
     backend.load()
-    refs = {}
-    for line in (DATA / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        cols = line.split("\t")
-        if cols[0].startswith("audio/vi_"):
-            refs[cols[0].removeprefix("audio/")] = cols[8]
+    refs = {name: rec.reference for name, rec in RECORDINGS.items() if rec.language == "vi" and rec.reference}
+    if not refs:
+        recording("vi_vivos_VIVOSDEV01_R002.wav")  # skips, saying why VIVOS is not in tests/data
     try:
         for name, ref in refs.items():
             hyp = " ".join(s.text for s in backend.transcribe(_input(name)))
@@ -209,7 +208,6 @@ def test_real_chunkformer_large_vie_on_gpu() -> None:
         assert backend.version().device == "cuda"
     finally:
         backend.unload()
-    assert AUDIO.is_dir()
 
 
 @needs_chunkformer
@@ -220,7 +218,8 @@ def test_pipeline_runs_chunkformer_end_to_end(settings: Settings, tiny_chunkform
 
     cfg = _settings(settings, tiny_chunkformer_dir)
     request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=AsrOptions(backend="chunkformer"))
-    doc, _ = run_pipeline(AUDIO / "en_mm1_micro_machines.wav", request, settings=cfg, task_id="cf-e2e")
+    audio = recording("en_2spk_conversation_pyannote_sample.wav").path
+    doc, _ = run_pipeline(audio, request, settings=cfg, task_id="cf-e2e")
     assert doc.status == TaskStatus.COMPLETE, doc.error
     assert doc.versions is not None and doc.versions.asr_backend is not None
     assert doc.versions.asr_backend.name == "chunkformer"

@@ -28,7 +28,7 @@ from maie.settings import Settings
 from maie.storage.s3 import S3ObjectStore
 from maie.transcription import job_name_for, resource_name_for_task
 
-AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
+AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio" / "en_jfk_inaugural.flac"
 KEY = {"X-API-Key": "k8s-test-key"}
 pytestmark = [
     pytest.mark.skipif(not AUDIO.is_file(), reason=f"recording not found: {AUDIO}"),

@@ -541,13 +541,16 @@ def test_defaults_form_a_working_whole(name: str, tmp_path: Path, monkeypatch: p
     from maie.model_paths import resolve_gguf, resolve_model_dir, resolve_whisper_model
     from maie.operator.jobs import build_job
     from maie.transcription import Transcription
+    from maie.transcription import default_features as features_by_default
 
     docs = render(name)
     operator = settings_from(find(docs, "ConfigMap", "maie-operator")["data"], monkeypatch)
     runner_cm = find(docs, "ConfigMap", "maie-runner")["data"]
     crd = find(docs, "CustomResourceDefinition", "transcriptions.maie.io")
     spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    default_features = spec_schema["properties"]["features"]["default"]
+    # No CRD default: unset features are resolved by the models (with a template: clean + summary).
+    assert "default" not in spec_schema["properties"]["features"]
+    default_features = [f.value for f in features_by_default("meeting_notes_v1")]
     assert "summary" in default_features  # so the defaults must bring a working LLM
 
     # The runner Job of a resource with the CRD's defaults, built from the chart's operator settings.

@@ -83,7 +83,7 @@ def test_chart_installs_and_helm_test_transcribes_a_clip(cluster: tuple[str, str
         subprocess.run([kubectl, "delete", "namespace", namespace, "--wait=false"], capture_output=True)
 
 
-AUDIO = Path("/work/shared/data/audio/en_jfk_inaugural.flac")
+AUDIO = Path(__file__).resolve().parents[1] / "data" / "audio" / "en_jfk_inaugural.flac"
 
 
 def test_default_values_run_the_example_manifest_to_succeeded(cluster: tuple[str, str]) -> None:

@@ -1,5 +1,6 @@
-"""The CRD's openAPIV3Schema: examples validate, bad manifests are rejected (incl. the CEL rule),
-and the schema agrees with the Pydantic models that api, operator and runner use."""
+"""The CRD's openAPIV3Schema: generated from the models and current, examples validate, bad
+manifests are rejected (incl. the CEL rules), the spec is immutable, and the schema agrees with the
+Pydantic models that api, operator and runner use."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
+from maie.contract import Feature
+from maie.crd import TARGETS, render
 from maie.transcription import (
     AsrSpec,
     JobOverrides,
@@ -47,29 +50,43 @@ def apply_defaults(node: dict[str, Any], value: Any) -> Any:
     return out
 
 
-def cel_errors(node: dict[str, Any], value: Any, path: str = "") -> list[str]:
-    """Evaluate every x-kubernetes-validations rule where it is declared, as the API server does."""
+def cel_errors(node: dict[str, Any], value: Any, old: Any = None, path: str = "") -> list[str]:
+    """Evaluate every x-kubernetes-validations rule where it is declared, as the API server does:
+    transition rules (those reading oldSelf) only on an update, where the old value exists."""
     errors: list[str] = []
     env = celpy.Environment()
     for rule in node.get("x-kubernetes-validations", []):
+        activation = {"self": celpy.json_to_cel(value)}
+        if "oldSelf" in rule["rule"]:
+            if old is None:
+                continue
+            activation["oldSelf"] = celpy.json_to_cel(old)
         program = env.program(env.compile(rule["rule"]))
-        if not bool(program.evaluate({"self": celpy.json_to_cel(value)})):
+        if not bool(program.evaluate(activation)):
             errors.append(f"{path}: {rule['message']}")
     if isinstance(value, dict):
         for key, sub in node.get("properties", {}).items():
             if key in value:
-                errors.extend(cel_errors(sub, value[key], f"{path}.{key}"))
+                before = old.get(key) if isinstance(old, dict) else None
+                errors.extend(cel_errors(sub, value[key], before, f"{path}.{key}"))
     return errors
 
 
-def validate(crd: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+def validate(crd: dict[str, Any], manifest: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
     s = schema(crd)
     manifest = apply_defaults(s, manifest)
     # OpenAPI v3.0 schemas use draft-4 semantics (boolean exclusiveMinimum).
     errors = [e.message for e in jsonschema.Draft4Validator(s).iter_errors(manifest)]
     if not errors:
-        errors = cel_errors(s, manifest)
+        errors = cel_errors(s, manifest, apply_defaults(s, old) if old else None)
     return errors
+
+
+def test_the_crd_files_are_generated_from_the_models() -> None:
+    for target in TARGETS:
+        assert target.read_text(encoding="utf-8") == render(), (
+            f"{target.relative_to(ROOT)} is stale: run `python -m maie.crd`"
+        )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -92,7 +109,8 @@ BASE = {"apiVersion": "maie.io/v1alpha1", "kind": "Transcription", "metadata": {
     ("spec", "expected"),
     [
         ({"audio": {"uri": "s3://maie/a.flac"}, "features": ["summary"]}, "templateId is required"),
-        ({"audio": {"uri": "s3://maie/a.flac"}}, "templateId is required"),  # default features ask summary
+        ({"audio": {"uri": "s3://m/a"}, "job": {"tolerations": [{"operator": "Maybe"}]}}, "is not one of"),
+        ({"audio": {"uri": "s3://m/a"}, "job": {"nodeSelector": {"gpu": "x" * 64}}}, "is too long"),
         ({"audio": {"uri": "s3://maie/a.flac"}, "features": ["subtitles"]}, "is not one of"),
         ({"audio": {"uri": "ftp://host/a.flac"}, "features": ["raw_transcript"]}, "does not match"),
         ({"features": ["raw_transcript"]}, "'audio' is a required property"),
@@ -117,6 +135,54 @@ def test_summary_with_template_passes_the_cel_rule(crd: dict[str, Any]) -> None:
     assert validate(crd, {**BASE, "spec": spec}) == []
 
 
+def test_a_manifest_with_only_audio_is_valid(crd: dict[str, Any]) -> None:
+    """Default features need no template: without templateId they are the transcript alone."""
+    spec = {"audio": {"uri": "s3://maie/a.flac"}}
+    assert validate(crd, {**BASE, "spec": spec}) == []
+    request = TranscriptionSpec.model_validate(spec).to_task_request()
+    assert request.features == [Feature.CLEAN_TRANSCRIPT] and request.template_id is None
+    with_template = TranscriptionSpec.model_validate({**spec, "templateId": "meeting_notes_v1"})
+    assert with_template.features == [Feature.CLEAN_TRANSCRIPT, Feature.SUMMARY]
+
+
+def test_the_spec_is_immutable_after_creation(crd: dict[str, Any]) -> None:
+    old = {**BASE, "spec": {"audio": {"uri": "s3://maie/a.flac"}, "features": ["raw_transcript"]}}
+    assert validate(crd, old, old=old) == []  # an update that leaves the spec alone (status, labels)
+    for change in ({"features": ["raw_transcript", "clean_transcript"]}, {"asr": {"beamSize": 2}}):
+        new = {**old, "spec": {**old["spec"], **change}}
+        assert validate(crd, new) == []  # valid as a new resource
+        assert any("spec is immutable" in e for e in validate(crd, new, old=old)), change
+
+
+def test_a_quantity_that_is_not_one_is_rejected_by_the_api_server(crd: dict[str, Any]) -> None:
+    """The quantity grammar is checked by the API server (here, by the CRD's pattern); the models
+    leave it to it, so the operator's report of a refused Job stays reachable without one."""
+    spec = {"audio": {"uri": "s3://m/a"}, "job": {"resources": {"limits": {"cpu": "lots"}}}}
+    assert any("does not match" in e for e in validate(crd, {**BASE, "spec": spec}))
+    for good in ("500m", "4Gi", "1.5", "2e3", 8):
+        ok = {**spec, "job": {"resources": {"limits": {"cpu": good}}}}
+        assert validate(crd, {**BASE, "spec": ok}) == [], good
+
+
+def test_tolerations_and_resources_have_schemas(crd: dict[str, Any]) -> None:
+    job = {
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "pool", "operator": "Equal", "value": "a100", "tolerationSeconds": 60},
+        ],
+        "resources": {"requests": {"cpu": "500m", "memory": "4Gi"}, "limits": {"memory": 8, "cpu": 2}},
+    }
+    spec = {"audio": {"uri": "s3://maie/a.flac"}, "job": job}
+    assert validate(crd, {**BASE, "spec": spec}) == []
+    tx = TranscriptionSpec.model_validate(spec)
+    assert tx.job.tolerations == job["tolerations"] and tx.job.resources == job["resources"]
+    node = schema(crd)["properties"]["spec"]["properties"]["job"]["properties"]
+    assert set(node["tolerations"]["items"]["properties"]) == {
+        "key", "operator", "value", "effect", "tolerationSeconds"
+    }  # fmt: skip
+    assert node["resources"]["properties"]["limits"]["additionalProperties"]["x-kubernetes-int-or-string"]
+
+
 def aliases(model: type[Any]) -> set[str]:
     return {f.alias or name for name, f in model.model_fields.items()}
 
@@ -131,10 +197,12 @@ def test_schema_and_models_have_the_same_fields(crd: dict[str, Any]) -> None:
 
 
 def test_schema_is_structural(crd: dict[str, Any]) -> None:
-    """Every node has a type unless it preserves unknown fields (the API server refuses otherwise)."""
+    """Every node has a type unless it preserves unknown fields or is int-or-string (the API server
+    refuses otherwise)."""
 
     def walk(node: dict[str, Any], path: str) -> list[str]:
-        bad = [] if "type" in node or node.get("x-kubernetes-preserve-unknown-fields") else [path]
+        typed = "type" in node or node.get("x-kubernetes-int-or-string")
+        bad = [] if typed or node.get("x-kubernetes-preserve-unknown-fields") else [path]
         for key, sub in node.get("properties", {}).items():
             bad += walk(sub, f"{path}.{key}")
         if isinstance(node.get("items"), dict):
@@ -167,3 +235,29 @@ def test_the_chart_ships_the_same_crd() -> None:
     assert (ROOT / "charts/maie/crds/transcription.yaml").read_text() == (
         ROOT / "crds/transcription.yaml"
     ).read_text()
+
+
+def test_the_schema_is_bounded_for_the_cel_cost_budget(crd: dict[str, Any]) -> None:
+    """The API server prices `self == oldSelf` over the whole spec by the largest spec the schema
+    allows: every string value, list and map size in it is bounded (map keys cannot be, in
+    OpenAPI v3; a real API server, `-m cluster`, is the final check)."""
+
+    def unbounded(node: dict[str, Any], path: str) -> list[str]:
+        kind = node.get("type")
+        bad = []
+        if kind == "string" and "maxLength" not in node and "enum" not in node:
+            bad.append(path)
+        if kind == "array" and "maxItems" not in node:
+            bad.append(path)
+        if kind == "object" and "additionalProperties" in node and "maxProperties" not in node:
+            bad.append(path)
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            bad.append(path)
+        for key, sub in node.get("properties", {}).items():
+            bad += unbounded(sub, f"{path}.{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict) and "x-kubernetes-int-or-string" not in node[key]:
+                bad += unbounded(node[key], f"{path}[]")
+        return bad
+
+    assert unbounded(schema(crd)["properties"]["spec"], "spec") == []

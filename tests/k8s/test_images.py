@@ -244,6 +244,7 @@ async def test_the_chart_runs_a_task_through_the_images(
     env = {
         **resolve_env(operator, objects, NS, "maie-operator-0"),
         "OPERATOR_HEALTH_PORT": str(health_port),
+        "OPERATOR_METRICS_PORT": str(free_port()),
         "KUBECONFIG": "/kube/config",
     }
     containers.append(name := f"maie-operator-{uuid.uuid4().hex[:6]}")

@@ -322,7 +322,17 @@ async def test_a_disallowed_override_is_refused_before_it_queues(kube: Any) -> N
     assert job_names(kube) == []
 
 
+def sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_job_success_is_mirrored_from_the_runners_result(kube: Any, bucket: S3ObjectStore) -> None:
+    created, completed = (
+        sample("maie_operator_jobs_created_total"),
+        sample("maie_tasks_finished_total", status="COMPLETE", error_code=""),
+    )
     async with running_operator(op_settings(runner_status_interval=0.2), [NS]):
         job = await started(kube, "tx-ok")
         await job_status(kube, job, active=1, startTime="2026-01-01T00:00:00Z")
@@ -350,6 +360,9 @@ async def test_job_success_is_mirrored_from_the_runners_result(kube: Any, bucket
     assert "error" not in st
     assert conditions(kube, "tx-ok")["Succeeded"]["status"] == "True"
     assert obj(kube, TX, "tx-ok")["metadata"]["labels"]["maie.io/phase"] == "Succeeded"
+    # The operator's /metrics moved with the task: one Job created, one task COMPLETE.
+    assert sample("maie_operator_jobs_created_total") == created + 1
+    assert sample("maie_tasks_finished_total", status="COMPLETE", error_code="") == completed + 1
 
 
 async def test_a_job_that_completes_without_a_result_fails_clearly(kube: Any, bucket: S3ObjectStore) -> None:

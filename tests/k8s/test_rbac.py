@@ -91,6 +91,7 @@ def _operator(s3_endpoint: str, bucket: str, log: Path) -> subprocess.Popen[byte
         OPERATOR_LEASE_SECONDS="2",
         OPERATOR_QUEUE_RETRY_SECONDS="0.3",
         OPERATOR_HEALTH_PORT=str(_port()),
+        OPERATOR_METRICS_PORT=str(_port()),
         OPERATOR_GPU_COUNT="0",
         OPERATOR_GC_INTERVAL="0.3",
         OPERATOR_DELETION_POLICY="Retain",

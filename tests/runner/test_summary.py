@@ -1,28 +1,32 @@
-"""Summaries with the real bundled LLM: schema-valid every time, long meetings via map-reduce."""
+"""Summaries with the real bundled LLM (SmolLM2-135M through llama.cpp) on real transcripts.
+
+Model output differs between CPUs and builds, so these tests assert what must hold for any valid
+output: the template's schema, list items made of the transcript's words, owners that are names in
+the transcript (or null), no question or placeholder standing in for a statement — and a valid
+summary even when a tiny token budget cuts every answer.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
-from maie.runner.summarize import (
-    content_problems,
-    content_words,
-    estimate_output_tokens,
-    fit_lengths,
-    grammar_schema,
-    split_by_tokens,
-    tidy,
-)
+from maie.runner import grounding
+from maie.runner.summarize import SummaryRun, estimate_output_tokens
 from maie.templates import TemplateCatalog
-from tests.conftest import SHARED_DATA, recording
+from tests.conftest import data_file, recording
 from tests.runner.conftest import load_result
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+JFK = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
 
 
 def _validate(template_id: str, summary: dict[str, Any]) -> None:
@@ -31,15 +35,82 @@ def _validate(template_id: str, summary: dict[str, Any]) -> None:
     assert not errors, [e.message for e in errors]
 
 
-def _meeting_text(name: str, tmp: Path) -> Path:
-    data = json.loads((SHARED_DATA / "meetings" / "qmsum" / f"{name}.json").read_text())
-    lines = [f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"]]
-    path = tmp / f"{name}.txt"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+def _meeting(name: str) -> str:
+    data = json.loads(data_file(f"meetings/qmsum/{name}.json").read_text())
+    return "\n".join(f"{t['speaker']}: {t['content']}" for t in data["meeting_transcripts"])
+
+
+def _transcript(name: str) -> str:
+    if name == "jfk":
+        return JFK
+    if name == "en_mm1":
+        reference = recording("en_mm1_micro_machines.wav").reference
+        assert reference
+        return reference
+    return _meeting(name)
+
+
+def assert_faithful(summary: dict[str, Any], transcript: str) -> None:
+    """What any valid meeting-notes summary of this transcript must satisfy."""
+    _validate("meeting_notes_v1", summary)
+    source = grounding.vocabulary([transcript])
+    people = set(grounding.names(transcript))
+    items = [*summary["key_points"], *summary["decisions"], *(a["task"] for a in summary["action_items"])]
+    for item in items:
+        assert grounding.is_traceable(item, source), f"not from the transcript: {item!r}"
+        assert not grounding.item_problems(item, source), f"a question or placeholder: {item!r}"
+    for action in summary["action_items"]:
+        assert action["owner"] is None or action["owner"] in people, action
+    for key in ("title", "summary"):
+        text = summary[key]
+        assert "?" not in text, text
+        assert not grounding.ungrounded(text, source), f"{key}: {text!r}"
+        assert not grounding.free_text_problems(text, source, set()), f"{key}: {text!r}"
+
+
+@pytest.fixture(scope="module")
+def summarize(settings) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """summarize(text, **generation) with one llama.cpp model loaded for the whole module."""
+    from maie.contract import GenerationOptions, LlmOptions, TaskRequest
+    from maie.runner.enhance import prompt_environment
+    from maie.runner.llm import create_llm_backend
+    from maie.runner.pipeline import _generation
+    from maie.runner.summarize import Summarizer
+
+    backend = create_llm_backend("llama_cpp", settings, model=None)
+    backend.load()
+    env = prompt_environment(str(settings.templates_dir / "prompts"))
+    schema = TemplateCatalog(settings.templates_dir).schema("meeting_notes_v1")
+    answers: list[str] = []
+    complete = backend.complete
+
+    def spy(*args: Any, **kwargs: Any) -> str:  # the real call; its raw answer is kept
+        answers.append(complete(*args, **kwargs))
+        return answers[-1]
+
+    backend.complete = spy  # type: ignore[method-assign]
+
+    def run(text: str, **options: Any) -> tuple[SummaryRun, list[str]]:
+        request = TaskRequest(
+            features=["summary"],
+            template_id="meeting_notes_v1",
+            llm=LlmOptions(**GenerationOptions(**options).model_dump()),
+        )
+        params, _ = _generation(backend, request, settings, "summary")
+        answers.clear()
+        outcome = Summarizer(
+            backend, params, env, settings.llm_summary_max_retries, settings.llm_chunk_tokens
+        ).run(text, "meeting_notes_v1", schema)
+        return outcome, list(answers)
+
+    try:
+        yield run
+    finally:
+        backend.unload()
 
 
 def test_clip_summary_validates(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The whole pipeline on the JFK clip: a faithful summary, and versions that say how it was made."""
     out = tmp_path / "out"
     proc = run_cli(
         "transcribe",
@@ -51,31 +122,87 @@ def test_clip_summary_validates(run_cli, tmp_path: Path) -> None:  # type: ignor
     )
     assert proc.returncode == 0, proc.stderr
     doc = load_result(out)
-    _validate("meeting_notes_v1", doc["results"]["summary"])
+    assert_faithful(doc["results"]["summary"], doc["results"]["raw_transcript"])
     llm = doc["versions"]["summarization_llm"]
     assert llm["name"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and llm["task"] == "summarization"
     assert len(llm["checkpoint_hash"]) == 64 and llm["quantization"] == "Q4_1"
-    assert llm["structured_output"]["template_id"] == "meeting_notes_v1"
-    assert llm["structured_output"]["chunks"] == 1
-    assert 50 < llm["structured_output"]["answer_max_tokens"] < 2000
+    structured = llm["structured_output"]
+    assert structured["template_id"] == "meeting_notes_v1" and structured["chunks"] == 1
+    assert 50 < structured["answer_max_tokens"] < 2000
+    fields = structured["grounding"]["fields"]
+    assert fields["key_points"]["mode"] == "grounded" and fields["title"]["mode"] in (
+        "generated",
+        "extractive",
+    )
     assert doc["metrics"]["stage_seconds"]["summary"] > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("meeting", "chunked"), [("ES2004a", False), ("Bed016", True)])
-def test_qmsum_meeting_summary_validates(run_cli, tmp_path: Path, meeting: str, chunked: bool) -> None:  # type: ignore[no-untyped-def]
-    transcript = _meeting_text(meeting, tmp_path)
-    out = tmp_path / "out"
-    proc = run_cli("summarize", str(transcript), "--template", "meeting_notes_v1", "--output-dir", str(out))
-    assert proc.returncode == 0, proc.stderr
-    doc = load_result(out)
-    summary = doc["results"]["summary"]
-    _validate("meeting_notes_v1", summary)
-    assert not content_problems(summary, content_words(transcript.read_text()))
-    structured = doc["versions"]["summarization_llm"]["structured_output"]
-    assert (structured["chunks"] > 1) is chunked
-    if chunked:  # map calls + the final reduce
-        assert structured["llm_calls"] >= structured["chunks"] + 1
+# JFK goes through the whole pipeline in test_clip_summary_validates (its real ASR transcript).
+# Bed016 runs right before the tiny-budget test on the same transcript: the loaded model keeps
+# its prompt prefix (the numbered lines) evaluated, so the second run costs only the fields.
+@pytest.mark.parametrize(
+    "name",
+    [
+        "en_mm1",
+        pytest.param("ES2004a", marks=pytest.mark.slow),
+        pytest.param("Bed016", marks=pytest.mark.slow),
+    ],
+)
+def test_summary_is_faithful_to_a_real_transcript(summarize, name: str) -> None:  # type: ignore[no-untyped-def]
+    transcript = _transcript(name)
+    outcome, _ = summarize(transcript)
+    assert_faithful(outcome.summary, transcript)
+    assert outcome.summary["key_points"], "a real transcript has key points"
+    record = outcome.grounding
+    assert record["sentences"] >= 1 and record["context_lines"] >= 1
+    # A long meeting is ranked in sections (every part of it has candidates), never truncated.
+    assert (outcome.chunks > 1) is (name != "en_mm1")
+
+
+def test_tiny_token_budget_on_a_long_transcript_still_gives_a_valid_summary(summarize) -> None:  # type: ignore[no-untyped-def]
+    """max_tokens=5 cuts every answer mid-string; the decoder's budget closes each field instead of
+    leaving invalid JSON, and the summary is still valid and faithful."""
+    transcript = _meeting("Bed016")
+    outcome, answers = summarize(transcript, max_tokens=5)
+    assert answers, "the LLM was asked"
+    cut = [a for a in answers if not _parses(a)]
+    assert cut, f"with 5 tokens some answer must have been cut: {answers}"
+    assert_faithful(outcome.summary, transcript)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def test_a_tiny_budget_through_the_pipeline_completes_and_keeps_the_transcript(settings) -> None:  # type: ignore[no-untyped-def]
+    from maie.contract import GenerationOptions, LlmOptions, TaskRequest, TaskStatus
+    from maie.runner.pipeline import run_pipeline
+
+    request = TaskRequest(
+        features=["raw_transcript", "summary"],
+        template_id="meeting_notes_v1",
+        llm=LlmOptions(**GenerationOptions(max_tokens=5).model_dump()),
+    )
+    doc, _ = run_pipeline(recording("en_jfk_inaugural.flac").path, request, settings=settings, task_id="tiny")
+    assert doc.status is TaskStatus.COMPLETE, doc.error
+    assert doc.results and "ask not what your country" in (doc.results.raw_transcript or "")
+    assert doc.results.summary is not None
+    assert_faithful(doc.results.summary, doc.results.raw_transcript or "")
+
+
+def test_a_transcript_without_words_fails_clearly(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    transcript = tmp_path / "dots.txt"
+    transcript.write_text("... -- ...\n", encoding="utf-8")
+    proc = run_cli(
+        "summarize", str(transcript), "--template", "meeting_notes_v1", "--output-dir", str(tmp_path)
+    )
+    assert proc.returncode == 1
+    assert "no words to summarise" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_every_template_bounds_its_own_size() -> None:
@@ -84,14 +211,15 @@ def test_every_template_bounds_its_own_size() -> None:
     assert {"meeting_notes_v1", "interview_v1", "lecture_notes_v1"} <= set(catalog.ids())
 
     def walk(node: dict[str, Any], path: str) -> None:
-        if node.get("type") == "string":
+        kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        if "string" in kinds:
             assert "maxLength" in node, path
-        if node.get("type") == "array":
+        if "array" in kinds:
             assert "maxItems" in node, path
             walk(node["items"], path + "[]")
         for key, child in node.get("properties", {}).items():
             walk(child, f"{path}.{key}")
-        if node.get("type") == "object":
+        if "object" in kinds:
             assert node.get("additionalProperties") is False, path
 
     for template_id in catalog.ids():
@@ -99,57 +227,3 @@ def test_every_template_bounds_its_own_size() -> None:
         walk(schema, template_id)
         assert 50 < estimate_output_tokens(schema) < 2000
         assert catalog.prompt_path(template_id).is_file()
-
-
-def test_split_by_tokens_keeps_every_word() -> None:
-    text = " ".join(f"word{i}" + ("." if i % 17 == 0 else "") for i in range(2000))
-    chunks = split_by_tokens(text, 300, lambda s: len(s.split()))
-    assert len(chunks) > 5
-    assert all(len(c.split()) <= 300 for c in chunks)
-    assert " ".join(chunks).split() == text.split()
-
-
-def test_content_checks_catch_what_a_tiny_model_does() -> None:
-    source = content_words("The team agreed to price the remote control at twenty five euros.")
-    good = {"title": "Remote control pricing", "summary": "The team agreed on a price for the remote."}
-    assert content_problems(good, source) == []
-    assert content_problems({"title": "<Title of the article>", "summary": "remote price"}, source)
-    assert content_problems({"title": "1.0", "summary": "remote control price"}, source)
-    assert content_problems({"title": "Weather today", "summary": "Sunny skies over Paris."}, source)
-    assert content_problems({"title": "Remote {vocalsound}", "summary": "The remote price."}, source) == []
-    assert content_problems({"title": "Remote", "summary": '{"title": "remote"}'}, source)
-    tidied = tidy({"a": ["red  car", "red car", "blue", "..."], "b": ["BLUE", "green"]})
-    assert tidied == {"a": ["red car", "blue"], "b": ["green"]}
-    assert tidy("Price is set. Price is set. Done.") == "Price is set. Done."
-
-
-def test_lengths_are_enforced_after_decoding() -> None:
-    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 30}}}
-    assert "maxLength" not in grammar_schema(schema)["properties"]["s"]
-    long = "The price was set. The team then argued about colours for an hour."
-    assert fit_lengths({"s": long}, schema) == {"s": "The price was set."}
-    assert fit_lengths({"s": "one two three four five six seven eight nine"}, schema)["s"] == (
-        "one two three four five six"
-    )
-
-
-def test_invalid_llm_output_fails_clearly_and_keeps_the_transcript(settings) -> None:  # type: ignore[no-untyped-def]
-    """5 tokens cannot hold a meeting-notes object: every attempt is invalid JSON, the task fails
-    with a clear error, and the transcript made before the LLM stage is still in the document."""
-    from maie.contract import GenerationOptions, LlmOptions, TaskRequest, TaskStatus
-    from maie.runner.pipeline import run_pipeline
-
-    strict = settings.model_copy(update={"llm_summary_max_retries": 1})
-    request = TaskRequest(
-        features=["raw_transcript", "summary"],
-        template_id="meeting_notes_v1",
-        llm=LlmOptions(**GenerationOptions(max_tokens=5).model_dump()),
-    )
-    doc, exports = run_pipeline(
-        recording("en_jfk_inaugural.flac").path, request, settings=strict, task_id="bad-llm"
-    )
-    assert doc.status is TaskStatus.FAILED and doc.error_code == "summary_invalid"
-    assert doc.error and "after 2 attempts" in doc.error and "not valid JSON" in doc.error
-    assert doc.results and "ask not what your country" in (doc.results.raw_transcript or "")
-    assert doc.versions and doc.versions.asr_backend is not None
-    assert exports == {}

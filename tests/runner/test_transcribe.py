@@ -338,3 +338,15 @@ def test_cli_shows_a_progress_bar_per_stage(run_cli, tmp_path: Path, monkeypatch
     assert re.search(r"Preprocess .*100%", proc.stderr) and re.search(r"Transcribe .*100%", proc.stderr)
     assert "Summarize" not in proc.stderr  # one bar per step that runs
     assert "done 2.1s audio" in proc.stdout
+
+
+def test_initial_prompt_and_temperature_reach_the_decoder(settings: Settings) -> None:
+    """Both decoding modes get them (and record them in versions); unset, neither is passed."""
+    from maie.runner.asr.whisper import WhisperBackend
+
+    primed = WhisperBackend(settings, AsrOptions(initial_prompt="MAIE, kopf, ChunkFormer.", temperature=0.0))
+    for duration in (10.0, 600.0):
+        _, params = primed.decoding_params(duration)
+        assert params["initial_prompt"] == "MAIE, kopf, ChunkFormer." and params["temperature"] == 0.0
+    _, plain = WhisperBackend(settings, AsrOptions()).decoding_params(10.0)
+    assert "initial_prompt" not in plain and "temperature" not in plain
