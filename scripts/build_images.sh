@@ -14,7 +14,7 @@
 #               (README: Images): built only when asked for.
 #
 # Settings (environment):
-#   BASE_IMAGE     the one base of every image (default python:3.11-slim, the official image). When
+#   BASE_IMAGE     the one base of every image (default docker.io/library/python:3.11-slim). When
 #                  it is not present and cannot be pulled (no registry reachable), a stand-in is
 #                  built once from Debian packages with debootstrap (Debian's Python 3.11):
 #                  localhost/maie-base:py311-bookworm. Nothing else differs between the two.
@@ -41,7 +41,8 @@ for image in "${IMAGES[@]}"; do
 done
 
 STAND_IN="localhost/maie-base:py311-bookworm"
-BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
+OFFICIAL="docker.io/library/python:3.11-slim"  # fully qualified: no short-name lookup in podman
+BASE_IMAGE="${BASE_IMAGE:-$OFFICIAL}"
 IMAGE_PREFIX="${IMAGE_PREFIX:-ghcr.io/maie/}"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)"
 TAG="${TAG:-$VERSION}"
@@ -100,11 +101,11 @@ build_stand_in() {
 
 if ! have_image "$BASE_IMAGE"; then
   if ! timeout 120 "$ENGINE" pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
-    if [[ "$BASE_IMAGE" != "python:3.11-slim" ]]; then
+    if [[ "$BASE_IMAGE" != "$OFFICIAL" ]]; then
       echo "error: the base image $BASE_IMAGE is not here and cannot be pulled" >&2
       exit 2
     fi
-    echo "python:3.11-slim cannot be pulled here (no registry): using the Debian-built stand-in $STAND_IN" >&2
+    echo "$OFFICIAL cannot be pulled here (no registry): using the Debian-built stand-in $STAND_IN" >&2
     BASE_IMAGE="$STAND_IN"
     have_image "$STAND_IN" || build_stand_in
   fi

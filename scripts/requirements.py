@@ -5,6 +5,8 @@
     python3 scripts/requirements.py runner              # maie-runner
     python3 scripts/requirements.py runner-gpu          # maie-runner-gpu
 
+    python3 scripts/requirements.py --split-report REPORT DIR   # a pip --report, split in layers
+
 The images install `maie` itself with --no-deps and exactly these requirements, because
 `pip install maie` (the embedded mode) brings everything. References to MAIE's own extras
 (`maie[core]`) are expanded. Needs only the standard library (Python 3.11+), so a Dockerfile can run
@@ -15,6 +17,7 @@ it with the base image's Python before anything is installed. Reads pyproject.to
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import tomllib
@@ -47,7 +50,43 @@ def expand(extras: dict[str, list[str]], names: list[str]) -> list[str]:
     return out
 
 
+# The GPU image's dependencies are 12+ GB: installed as one layer, committing it needs three times that
+# on the build machine (the container's files, the layer's tar, the stored layer). Resolved once
+# (`pip install --dry-run --report`) and installed --no-deps in these groups, one layer each, the
+# peak is the total plus twice the largest group, and pulls fetch several layers in parallel.
+LAYERS = (
+    ("cuda-dnn-blas", ("nvidia-cudnn", "nvidia-cublas")),
+    ("cuda", ("nvidia-", "cuda-")),
+    ("torch", ("torch", "triton", "tokenspeed-triton")),
+)
+
+
+def split_report(report: Path, out: Path) -> list[Path]:
+    """Pinned name==version files, one per layer group (and `rest.txt`), from a pip install report."""
+    data = json.loads(report.read_text())
+    groups: dict[str, list[str]] = {name: [] for name, _ in LAYERS}
+    groups["rest"] = []
+    for item in data["install"]:
+        name, version = item["metadata"]["name"], item["metadata"]["version"]
+        key = name.lower().replace("_", "-")
+        group = next((g for g, prefixes in LAYERS if key.startswith(prefixes)), "rest")
+        groups[group].append(f"{name}=={version}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for group, reqs in groups.items():
+        path = out / f"{group}.txt"
+        path.write_text("".join(f"{r}\n" for r in sorted(reqs)))
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--split-report"]:
+        for path in split_report(Path(argv[1]), Path(argv[2])):
+            print(path, len(path.read_text().split()))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("extras", nargs="+", help="extra names (core, api, operator, runner, runner-gpu …)")
     default = Path(__file__).resolve().parent.parent / "pyproject.toml"

@@ -43,6 +43,7 @@ def test_every_pin_agrees_across_the_extras() -> None:
 
 
 def test_the_api_and_operator_lists_have_no_model_runtime() -> None:
+    # (the runner images build llama-cpp-python themselves: scripts/build_llama_wheel.sh, GGML_NATIVE=OFF)
     names = {r.split("==")[0].split(">")[0] for r in requirements("api", "operator")}
     assert not names & {"av", "numpy", "faster-whisper", "ctranslate2", "llama-cpp-python", "vllm", "torch"}
     assert {"fastapi", "kopf", "kubernetes", "minio", "httpx"} <= names
