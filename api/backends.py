@@ -26,7 +26,7 @@ class Submission:
     task_id: str
     request: TaskRequest
     upload: StagedUpload
-    audio: AudioInfo
+    audio: AudioInfo | None  # None in kubernetes mode: the runner decodes it
     submitted_at: datetime
     request_id: str | None = None
 

@@ -41,6 +41,15 @@ JobOverrideName = Literal[
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def default_templates_dir() -> Path:
+    """The checkout's templates/ when running from a source checkout (editable installs included),
+    else the copy a wheel installs inside the package (maie/template_files)."""
+    checkout = PROJECT_ROOT / "templates"
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "template_files"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -119,7 +128,9 @@ class Settings(BaseSettings):
         Path("data/models"), description="Production model weights (download_models.sh)."
     )
     templates_dir: Path = Field(
-        PROJECT_ROOT / "templates", description="JSON Schema templates and templates/prompts/*.jinja."
+        default_factory=default_templates_dir,
+        description="JSON Schema templates and templates/prompts/*.jinja (default: the checkout's "
+        "templates/, or the copy inside the installed package).",
     )
     cache_dir: Path | None = Field(
         None, description="Joined model files and checksum cache. Default: DATA_DIR/cache."
@@ -282,7 +293,10 @@ class Settings(BaseSettings):
     vllm_enforce_eager: bool = Field(False, description="Skip CUDA graph capture (faster start, slower run).")
 
     # --- kubernetes operator and runner Jobs (issue 4); dicts/lists are JSON in the env --------
-    operator_runner_image: str = Field("ghcr.io/maie/maie-runner:1.0.0", description="Runner Job image.")
+    operator_runner_image: str = Field(
+        "ghcr.io/maie/maie-runner-gpu:1.0.0",
+        description="Runner Job image (maie-runner-gpu for GPU Jobs, maie-runner for OPERATOR_GPU_COUNT=0).",
+    )
     operator_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="Runner image pull policy."
     )
@@ -350,6 +364,11 @@ class Settings(BaseSettings):
         5.0,
         gt=0,
         description="Seconds between the runner's progress writes (step changes are written at once).",
+    )
+    runner_startup_check: bool = Field(
+        False,
+        description="Run `maie doctor`'s checks before each task in a runner Job (the runner images set "
+        "it): a machine that cannot do the work fails the task at once, naming each problem.",
     )
     operator_metrics_port: int = Field(
         9090, ge=0, le=65535, description="Port of the operator's Prometheus /metrics; 0 = off."

@@ -232,22 +232,63 @@ def check_python() -> Check:
 
 
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9_.+\-]+)$")
+_EXTRA = re.compile(r"""extra\s*==\s*['"]([^'"]+)['"]""")
+_SELF = re.compile(r"^maie\[([^\]]+)\]$")
+# The images install maie --no-deps plus one extra's requirements, and name the extras here (one per
+# line): the packages check then wants exactly those pins. Absent (pip install maie, bootstrap): all.
+INSTALLED_EXTRAS = Path(sys.prefix) / "share" / "maie" / "extras"
 
 
-def check_packages() -> Check:
-    """Every exact pin of maie's own requirements (extras left out) is installed at that version."""
+def installed_extras(record: Path | None = None) -> list[str] | None:
+    """The extras this environment was installed for (an image's record), None = all of maie."""
+    try:
+        text = (record or INSTALLED_EXTRAS).read_text()
+    except OSError:
+        return None
+    return [line.strip() for line in text.splitlines() if line.strip()] or None
+
+
+def wanted_requirements(requires: list[str], extras: list[str] | None) -> list[str]:
+    """The requirement specs (markers dropped) of maie itself, or of the given extras with their
+    references to other extras of maie (`maie[core]`) followed."""
+    if extras is None:
+        return [req.partition(";")[0].strip() for req in requires if "extra" not in req.partition(";")[2]]
+    by_extra: dict[str, list[str]] = {}
+    for req in requires:
+        spec, _, marker = req.partition(";")
+        found = _EXTRA.search(marker)
+        if found:
+            by_extra.setdefault(found.group(1), []).append(spec.strip())
+    out: list[str] = []
+    seen: set[str] = set()
+    pending = list(extras)
+    while pending:
+        extra = pending.pop(0)
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for spec in by_extra.get(extra, []):
+            nested = _SELF.match(spec.replace(" ", ""))
+            if nested:
+                pending += [e.strip() for e in nested.group(1).split(",")]
+            elif spec not in out:
+                out.append(spec)
+    return out
+
+
+def check_packages(record: Path | None = None) -> Check:
+    """Every exact pin of maie's own requirements (or, in an image, of the extras it was installed
+    for) is installed at that version."""
     try:
         requires = importlib.metadata.requires("maie") or []
     except importlib.metadata.PackageNotFoundError:
         return Check("packages", False, "maie is not installed as a package here", REBUILD)
+    extras = installed_extras(record)
     wrong: list[str] = []
     fixes: list[str] = []
     pinned = 0
-    for req in requires:
-        spec, _, marker = req.partition(";")
-        if "extra" in marker:
-            continue
-        match = _PIN.match(spec.strip().replace(" ", ""))
+    for spec in wanted_requirements(requires, extras):
+        match = _PIN.match(spec.replace(" ", ""))
         if not match:
             continue
         name, want = match.groups()
@@ -269,9 +310,12 @@ def check_packages() -> Check:
             "pip install " + " ".join(f"'{f}'" for f in fixes),
         )
     key = ", ".join(
-        f"{n} {importlib.metadata.version(n)}" for n in ("llama-cpp-python", "faster-whisper", "ctranslate2")
+        f"{n} {_version(n)}"
+        for n in ("llama-cpp-python", "faster-whisper", "ctranslate2")
+        if _version(n) != "?"
     )
-    return Check("packages", True, f"all {pinned} pinned packages installed as pinned ({key})")
+    scope = f" of maie[{','.join(extras)}]" if extras else ""
+    return Check("packages", True, f"all {pinned} pinned packages{scope} installed as pinned ({key})")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]] | None:
@@ -604,10 +648,14 @@ def _version(dist: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 def iter_checks(
-    settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True
+    settings: Settings | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    bundled: bool = True,
+    api_key: bool = True,
 ) -> Iterator[Check]:
     """Every check, in order, one at a time (the model probes take seconds each). bundled=False
-    leaves out the bundled models that the settings do not use (a runner Job's start)."""
+    leaves out the bundled models that the settings do not use, api_key=False the API key file (a
+    runner Job's start: runner/task.py)."""
     yield check_python()
     yield check_packages()
     if settings is None:
@@ -630,15 +678,19 @@ def iter_checks(
     cache = settings.cache_path.expanduser().resolve()
     if data != cache and data not in cache.parents:
         yield check_writable_dir("CACHE_DIR", settings.cache_path, settings)
-    yield check_api_key(settings)
+    if api_key:
+        yield check_api_key(settings)
     for target in model_targets(settings, bundled):
         yield check_model(settings, target, timeout)
 
 
 def run_checks(
-    settings: Settings | None = None, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True
+    settings: Settings | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    bundled: bool = True,
+    api_key: bool = True,
 ) -> list[Check]:
-    return list(iter_checks(settings, timeout, bundled))
+    return list(iter_checks(settings, timeout, bundled, api_key))
 
 
 def main(*, as_json: bool = False, timeout: float = DEFAULT_TIMEOUT, bundled: bool = True) -> int:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from maie import checkpoint as records
+from maie import exports
 from maie.checkpoint import Checkpoint, EnhancementRecord
 from maie.contract import Feature, LlmVersion, ResultDocument, Step, TaskRequest, TaskStatus, utcnow
 from maie.errors import MaieError
-from maie.runner import exports
 from maie.runner.asr import create_asr_backend
 from maie.runner.enhance import enhance, prompt_environment
 from maie.runner.llm import create_llm_backend

@@ -51,6 +51,31 @@ log = logging.getLogger("maie.runner")
 _CONTENT_TYPES = {".json": "application/json", ".srt": "application/x-subrip", ".vtt": "text/vtt"}
 
 
+class StartupCheckError(MaieError):
+    """The machine cannot do the work (`maie doctor` found problems): retrying here cannot help."""
+
+    code = "startup_check_failed"
+
+
+def startup_check(settings: Settings) -> None:
+    """The runner images' start-up check (RUNNER_STARTUP_CHECK=true in their ENV): `maie doctor`'s
+    checks for a Job — Python, the pinned packages of the image's extra, the llama.cpp build against
+    this CPU, DATA_DIR/CACHE_DIR, the configured models loaded and run once in child processes (not
+    the bundled ones the settings do not use, nor the API key). Raises StartupCheckError naming every
+    problem with its fix."""
+    from maie.runner import doctor
+
+    checks = doctor.run_checks(settings, bundled=False, api_key=False)
+    for check in checks:
+        log.info("start-up check: %s", check.line())
+    problems = [check.line() for check in checks if not check.ok]
+    if problems:
+        raise StartupCheckError(
+            f"this machine cannot run the task ({len(problems)} problem(s) found by maie doctor): "
+            + "; ".join(problems)
+        )
+
+
 class TaskInputError(MaieError):
     """The task's own input is unusable (missing object, 404 URL, too large): no retry helps."""
 
@@ -160,10 +185,12 @@ def run_task(task: RunnerTask, store: ObjectStore, settings: Settings, work_dir:
     exports: dict[str, str] = {}
     try:  # start-up check: every missing model named at once, before any download or load
         require_models(settings, task.request, asr_done=checkpoint.source_text is not None)
+        if settings.runner_startup_check:
+            startup_check(settings)
         audio = None
         if checkpoint.source_text is None:
             audio = fetch_audio(task, store, work_dir, settings)
-    except (ModelNotFoundError, TaskInputError, AudioAccessError) as exc:
+    except (ModelNotFoundError, StartupCheckError, TaskInputError, AudioAccessError) as exc:
         log.error("%s", exc.message)
         doc = failed(exc)
     else:

@@ -20,6 +20,10 @@ if [[ "$FAST" == 1 ]]; then
   exec .venv/bin/pytest --tier unit -q "$@"
 fi
 bash scripts/install_chunkformer_cpu.sh
+# The `images` tests build and run the container images: podman (+ runc, debootstrap for the base
+# stand-in) with apt-get where it is missing and this is a root shell; skipped where neither podman
+# nor docker works.
+bash scripts/install_podman.sh || echo "warning: no podman; the images tests will be skipped"
 
 # The web page's browser test drives Debian's Chromium (tests/api/test_api_web.py skips, saying why,
 # where it cannot be installed).

@@ -32,8 +32,8 @@ from maie.api.schemas import ErrorResponse
 from maie.api.uploads import receive_form
 from maie.catalog import list_models
 from maie.contract import SAFE_NAME, AsrOptions, Feature, ResultDocument, Segment, TaskRequest, utcnow
+from maie.exports import to_srt, to_vtt
 from maie.logs import request_id_var
-from maie.runner.exports import to_srt, to_vtt
 from maie.settings import Settings
 
 log = logging.getLogger("maie.api.openai")
@@ -310,8 +310,9 @@ async def create_transcription(request: Request, settings: SettingsDep, backend:
         options = await asyncio.to_thread(_asr_options, settings, model, language, words)
         options = options.model_copy(update={"initial_prompt": prompt, "temperature": temperature})
         task_request = TaskRequest(features=[Feature.RAW_TRANSCRIPT], asr=options)
-        info = await checked_audio(upload)
-        if info.duration > settings.transcriptions_max_duration_seconds:
+        info = await checked_audio(upload, settings)
+        # Kubernetes mode does not decode (info None): the runner does; the limit is not checked.
+        if info is not None and info.duration > settings.transcriptions_max_duration_seconds:
             raise _bad(
                 f"the audio is {info.duration:.0f} s long; this endpoint takes at most "
                 f"{settings.transcriptions_max_duration_seconds:.0f} s "
@@ -331,7 +332,8 @@ async def create_transcription(request: Request, settings: SettingsDep, backend:
     finally:
         if upload is not None and not submitted:
             upload.path.unlink(missing_ok=True)
-    log.info("task %s queued for a synchronous transcription (%s, %.1f s)", task_id, model, info.duration)
+    seconds = f"{info.duration:.1f} s" if info else "decoded by the runner"
+    log.info("task %s queued for a synchronous transcription (%s, %s)", task_id, model, seconds)
     doc = await _wait(request, backend, task_id, settings)
     if doc is None:
         return Response(status_code=499)  # nobody is listening any more

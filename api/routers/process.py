@@ -17,7 +17,7 @@ from maie.api.auth import require_api_key
 from maie.api.backends import Submission, TaskBackend
 from maie.api.dependencies import BackendDep, CatalogDep, SettingsDep
 from maie.api.errors import ApiError
-from maie.api.probe import AudioTooShortError, check_audio
+from maie.api.probe import AudioTooShortError, check_audio, sniff_audio
 from maie.api.schemas import PROCESS_OPENAPI, ErrorResponse, ProcessResponse
 from maie.api.uploads import StagedUpload, receive_form
 from maie.catalog import unavailable_backends
@@ -89,10 +89,15 @@ def note_queued(backend: TaskBackend) -> None:
         _QUEUE_SEEN[id(backend)] = (seen[0], seen[1] + 1)
 
 
-async def checked_audio(upload: StagedUpload) -> AudioInfo:
-    """The upload's AudioInfo once it is proven decodable audio of at least a second (415/422 otherwise)."""
+async def checked_audio(upload: StagedUpload, settings: Settings) -> AudioInfo | None:
+    """Embedded mode: the upload's AudioInfo once it is proven decodable audio of at least a second
+    (415/422 otherwise). Kubernetes mode: None once its first bytes are an audio container's (415
+    otherwise): the runner decodes it, in a pod without credentials (api/probe.py)."""
     try:
-        return await asyncio.to_thread(check_audio, upload.path)
+        if settings.mode == "embedded":
+            return await asyncio.to_thread(check_audio, upload.path)
+        await asyncio.to_thread(sniff_audio, upload.path)
+        return None
     except AudioTooShortError as exc:
         raise ApiError(422, "audio_too_short", exc.message) from None
     except AudioError as exc:
@@ -217,7 +222,7 @@ async def process(
             )
             if problem:
                 raise _bad(problem, "backend_unavailable")
-        info = await checked_audio(upload)
+        info = await checked_audio(upload, settings)
         await ensure_queue_room(backend, settings, after_upload=True)
         task_id = str(uuid.uuid4())
         await backend.submit(
@@ -237,8 +242,9 @@ async def process(
         if upload is not None and not submitted:
             upload.path.unlink(missing_ok=True)
     log.info(
-        "task %s queued: %s, %d bytes, %.1f s %s, features=%s",
-        task_id, upload.filename, upload.size, info.duration, info.codec,
+        "task %s queued: %s, %d bytes, %s, features=%s",
+        task_id, upload.filename, upload.size,
+        f"{info.duration:.1f} s {info.codec}" if info else "decoded by the runner",
         ",".join(f.value for f in task_request.features),
     )  # fmt: skip
     return ProcessResponse(task_id=task_id, status_url=f"/v1/status/{task_id}")

@@ -279,7 +279,9 @@ def test_operator_and_runner_config_are_valid_settings(name: str, monkeypatch: p
     docs = render(name)
     cms = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap" and "data" in d}
     settings = settings_from(cms["maie-operator"], monkeypatch)
-    assert settings.operator_runner_image.startswith("ghcr.io/maie/maie-runner:")
+    # The GPU image by default, the CPU one with the kind values (gpuCount 0).
+    runner_image = "ghcr.io/maie/maie-runner:" if name == "kind" else "ghcr.io/maie/maie-runner-gpu:"
+    assert settings.operator_runner_image.startswith(runner_image)
     assert settings.operator_service_account == "maie-runner"
     assert settings.operator_runner_config_map == "maie-runner"
     settings_from(cms["maie-runner"], monkeypatch)

@@ -41,7 +41,7 @@ def start_operator(s3_endpoint: str, bucket: str, log: Path) -> subprocess.Popen
         OPERATOR_MAX_CONCURRENT_JOBS=str(CAP),
         OPERATOR_QUEUE_RETRY_SECONDS="0.3",
         OPERATOR_HEALTH_PORT=str(_port()),
-        OPERATOR_METRICS_PORT=str(_port()),
+        OPERATOR_METRICS_PORT=str(_port()),  # two operators on one host: each its own port
         OPERATOR_GPU_COUNT="0",
         RUNNER_STATUS_INTERVAL="0.5",
         S3_ENDPOINT=s3_endpoint,
