@@ -166,8 +166,8 @@ class LlmOptions(GenerationOptions):
 class TaskRequest(BaseModel):
     """Everything a task needs besides the audio: the one declaration of the request's options.
 
-    The API form, the CLI options, the Transcription spec and the CRD schema and the README table
-    are generated from these models (maie.options, maie.crd): add an option here, nowhere else.
+    The API form, the CLI options, the Transcription spec and the CRD schema and the options table in
+    docs/api.md are generated from these models (maie.options, maie.crd): add an option here, nowhere else.
     """
 
     model_config = ConfigDict(extra="forbid")

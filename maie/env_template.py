@@ -47,7 +47,7 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def render_markdown() -> str:
-    """The settings table for the README (between the settings markers)."""
+    """The settings table for docs/configuration.md (between the settings markers)."""
     rows = ["| Env var | Default | What it does |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = _default(name, field) or "*(unset)*"
@@ -56,19 +56,19 @@ def render_markdown() -> str:
     return "\n".join(rows)
 
 
-def update_readme(readme: Path) -> None:
-    text = readme.read_text(encoding="utf-8")
+def update_table(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{render_markdown()}\n{END}{tail}", encoding="utf-8")
+    doc.write_text(f"{head}{START}\n{render_markdown()}\n{END}{tail}", encoding="utf-8")
 
 
 def main() -> None:
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else PROJECT_ROOT / ".env.template"
     target.write_text(render(), encoding="utf-8")
-    readme = PROJECT_ROOT / "README.md"
-    if readme.is_file() and START in readme.read_text(encoding="utf-8"):
-        update_readme(readme)
+    doc = PROJECT_ROOT / "docs" / "configuration.md"
+    if doc.is_file() and START in doc.read_text(encoding="utf-8"):
+        update_table(doc)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ optional `Expose` (public name, CLI flag, whether the API form takes it). From t
 form fields and their OpenAPI schema (api/schemas.py), the form parser's conversions
 (api/routers/process.py), the `maie transcribe`/`summarize` options (maie/cli.py), the
 Transcription spec (maie/transcription.py derives it) and its CRD schema (maie/crd.py), and the
-README's options table (`python -m maie.options` rewrites it; a test checks it is current).
+options table in docs/api.md (`python -m maie.options` rewrites it; a test checks it is current).
 Every generator takes the request model as an argument, so a test can run them on a variant.
 """
 
@@ -168,7 +168,7 @@ def form_fields(model: type[BaseModel] = TaskRequest) -> dict[str, Schema]:
 
 
 # --------------------------------------------------------------------------------------
-# The README table
+# The options table of docs/api.md
 # --------------------------------------------------------------------------------------
 def _values(schema: Schema) -> str:
     node = schema.get("items", schema)
@@ -186,7 +186,7 @@ def _values(schema: Schema) -> str:
 
 
 def render_markdown(model: type[BaseModel] = TaskRequest) -> str:
-    """The options table for the README (between the options markers)."""
+    """The options table for docs/api.md (between the options markers)."""
     rows = [
         "| API form field | CLI option | Transcription spec | Values | What it does |",
         "|---|---|---|---|---|",
@@ -202,16 +202,16 @@ def render_markdown(model: type[BaseModel] = TaskRequest) -> str:
 START, END = "<!-- options:start -->", "<!-- options:end -->"
 
 
-def update_readme(readme: Path) -> None:
-    text = readme.read_text(encoding="utf-8")
+def update_table(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{render_markdown()}\n{END}{tail}", encoding="utf-8")
+    doc.write_text(f"{head}{START}\n{render_markdown()}\n{END}{tail}", encoding="utf-8")
 
 
 def main() -> None:
-    readme = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "README.md"
-    update_readme(readme)
+    default = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+    update_table(Path(sys.argv[1]) if len(sys.argv) > 1 else default)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """One declaration of the request's options (TaskRequest) reaches every surface: the API form and
-its parser, the CLI, the Transcription spec and CRD, the README; backend names come from one place.
+its parser, the CLI, the Transcription spec and CRD, docs/api.md; backend names come from one place.
 
 The generators take the request model as an argument, so a variant of TaskRequest with one more
 field (top-level, or inside the asr group) shows what adding an option to TaskRequest alone does —
@@ -176,7 +176,7 @@ def test_backend_names_come_from_one_place() -> None:
     assert tuple(m.backend_id for m in items if m.kind == "llm") == LLM_BACKEND_NAMES
 
 
-def test_the_readme_options_table_is_current() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_options_table_is_current() -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     table = text.split(START, 1)[1].split(END, 1)[0].strip()
-    assert table == render_markdown(), "run `python -m maie.options` to refresh the README table"
+    assert table == render_markdown(), "run `python -m maie.options` to refresh docs/api.md"

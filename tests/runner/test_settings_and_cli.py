@@ -88,9 +88,9 @@ def test_no_top_level_operator_package_shadows_the_stdlib() -> None:
     assert "site-packages" not in out.stdout and "/lib/python3" in out.stdout
 
 
-def test_readme_settings_table_is_current() -> None:
+def test_docs_settings_table_is_current() -> None:
     from maie.env_template import END, START, render_markdown
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "configuration.md").read_text()
     table = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert table == render_markdown(), "run `python -m maie.env_template` to refresh the README table"
+    assert table == render_markdown(), "run `python -m maie.env_template` to refresh docs/configuration.md"
