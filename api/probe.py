@@ -10,7 +10,7 @@ signature of an audio container (RIFF/WAVE, fLaC, Ogg, MP3, ADTS, MP4/M4A, WebM/
 refuses renamed documents, images and archives with 415 before anything is stored; the runner decodes
 the audio in a pod that holds no Kubernetes credentials and fails a file it cannot decode (or one under
 a second) at once, without retries. So FFmpeg never parses untrusted input in the pod that may create
-Transcriptions and read every tenant's audio, and the API image carries no PyAV (README: Images).
+Transcriptions and read every tenant's audio, and the API image carries no PyAV (docs/kubernetes.md: Images).
 """
 
 from __future__ import annotations

@@ -746,7 +746,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
             logger.info("result expired (RESULT_TTL=%s s); deleting", settings.result_ttl)
             ctx.api.delete_transcription(namespace, name)
 
-    # retries=None: the finalizer stays until the objects are gone (README: deletion waits for S3).
+    # retries=None: the finalizer stays until the objects are gone (docs/kubernetes.md: delete waits for S3).
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, id="cleanup", backoff=10)
     async def cleanup(
         *,

@@ -41,7 +41,7 @@ from maie.settings import Settings
 PROBE_MODULE = "maie.runner.doctor_probe"
 DEFAULT_TIMEOUT = 180.0
 MIN_FREE_BYTES = 1 << 30
-TROUBLESHOOTING = "README: Troubleshooting"
+TROUBLESHOOTING = "docs/troubleshooting.md: A native library crashes"
 
 # llama.cpp's CPU feature names (llama_print_system_info) → the /proc/cpuinfo flag each needs.
 FEATURE_FLAGS = {

@@ -55,7 +55,7 @@ if ! .venv/bin/maie doctor; then
   echo >&2
   echo "error: maie doctor found problems (the lines marked PROBLEM above, each with its fix): MAIE is" >&2
   echo "installed in .venv but cannot do the work on this machine as it is. Fix them, then run" >&2
-  echo "'bash scripts/bootstrap.sh' again (or '.venv/bin/maie doctor' to check). README: Troubleshooting." >&2
+  echo "'bash scripts/bootstrap.sh' again (or '.venv/bin/maie doctor' to check). See docs/troubleshooting.md." >&2
   exit 1
 fi
 echo "$DOCTOR_WANT" > "$DOCTOR_STAMP"

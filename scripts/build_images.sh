@@ -11,7 +11,7 @@
 #               CPU: faster-whisper int8, llama.cpp built portable, the bundled models
 #   runner-gpu  Dockerfile.runner (target runner-gpu) → ${IMAGE_PREFIX}maie-runner-gpu:${TAG}
 #               CUDA: vLLM + torch with the nvidia-*-cu12 wheels, llama.cpp with CUDA kernels. Large
-#               (README: Images): built only when asked for.
+#               (docs/kubernetes.md: Images): built only when asked for.
 #
 # Settings (environment):
 #   BASE_IMAGE     the one base of every image (default docker.io/library/python:3.11-slim). When

@@ -3,7 +3,7 @@
 scripts/test.sh installs `chromium` and `chromium-driver` with apt-get when it can; where they are
 missing the browser test is skipped with the reason. The screenshot is kept as a test artifact in
 MAIE_TEST_ARTIFACTS (default: tests/artifacts/, git-ignored). MAIE_WEB_SUMMARY=1 also asks for a
-summary (the bundled LLM: slower), which is how the README's screenshot was made.
+summary (the bundled LLM: slower), which is how docs/api.md's screenshot was made.
 """
 
 from __future__ import annotations
