@@ -340,6 +340,18 @@ def library_features(system_info: str) -> list[str]:
     return [name for name, value in re.findall(r"\b([A-Z][A-Z0-9_]+) = (\d+)", system_info) if value == "1"]
 
 
+def _missing_cuda_backend(build: dict[str, Any]) -> str | None:
+    """The CUDA library a build recorded with GGML_CUDA=ON must have beside libggml-cpu.so, when it is
+    missing (a CPU-only llama-cpp-python installed over the recorded wheel); None otherwise."""
+    if "-DGGML_CUDA=ON" not in str(build.get("cmake_args", "")):
+        return None
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    return None if any(lib.glob("libggml-cuda.so*")) else str(lib / "libggml-cuda.so")
+
+
 def check_llama_cpu(timeout: float, cpuinfo: Path = Path("/proc/cpuinfo")) -> Check:
     """The llama.cpp build against this CPU: the library's own features and the recorded baseline."""
     from maie.runner.llm.llama_cpp import llama_cpp_build
@@ -397,6 +409,17 @@ def check_llama_cpu(timeout: float, cpuinfo: Path = Path("/proc/cpuinfo")) -> Ch
             f"the llama.cpp library was compiled with {', '.join(amx)} kernels (a "
             f"GGML_NATIVE=ON build): they crashed with a general protection fault on AMX CPUs; {recorded}",
             f"rebuild it portable: {REBUILD} ({TROUBLESHOOTING})",
+            seconds=run.seconds,
+        )
+    missing_cuda = _missing_cuda_backend(build)
+    if missing_cuda:
+        return Check(
+            name,
+            False,
+            f"the build record says llama.cpp was built with CUDA (GGML_CUDA=ON), but the installed "
+            f"library has no CUDA backend ({missing_cuda}): it runs on the CPU only; {recorded}",
+            "install the recorded CUDA wheel with pip --no-deps --force-reinstall (the runner-gpu image "
+            "build does this); never let pip build llama-cpp-python itself",
             seconds=run.seconds,
         )
     compiled = " ".join(f for f in features if f in FEATURE_FLAGS) or "no x86 extensions"

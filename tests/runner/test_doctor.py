@@ -346,6 +346,32 @@ def test_amx_kernels_in_the_library_are_a_problem(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.unit
+def test_a_cuda_build_without_its_cuda_backend_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU image once shipped a CPU-only llama.cpp under a record that said GGML_CUDA=ON (pip had
+    built the library from the sdist): the record and the files must agree."""
+    import maie.runner.llm.llama_cpp as llama_module
+    from maie.runner.doctor import check_llama_cpu
+
+    real = llama_module.llama_cpp_build()
+    cuda_record = {
+        **real,
+        "cpu_baseline": "x86-64-v3",
+        "build_key": "k",
+        "cmake_args": "-DGGML_NATIVE=OFF -DGGML_CUDA=ON",
+    }
+    monkeypatch.setattr(llama_module, "llama_cpp_build", lambda *a, **k: cuda_record)
+    check = check_llama_cpu(60)
+    if check.ok:  # this machine's llama.cpp has a CUDA backend after all
+        pytest.skip("the installed llama-cpp-python has libggml-cuda.so")
+    assert "no CUDA backend" in check.detail and "libggml-cuda.so" in check.detail
+    assert check.fix is not None and "--no-deps --force-reinstall" in check.fix
+    monkeypatch.setattr(
+        llama_module, "llama_cpp_build", lambda *a, **k: {**cuda_record, "cmake_args": "-DGGML_NATIVE=OFF"}
+    )
+    assert check_llama_cpu(60).ok
+
+
+@pytest.mark.unit
 def test_wheel_script_is_keyed_on_its_own_flags_only() -> None:
     """CMAKE_ARGS from the environment cannot change (or poison) the portable wheel; native is refused."""
     repo = Path(__file__).resolve().parents[2]
