@@ -6,9 +6,9 @@
 #
 # Needs only Python 3.11+ with venv and a C/C++ compiler: llama-cpp-python builds from source the
 # first time (~5 minutes on 2 cores), *portable* (-DGGML_NATIVE=OFF, a fixed x86-64-v3 baseline) —
-# never tuned to this machine's CPU — into a wheel
-# directory keyed by its exact build flags (scripts/build_llama_wheel.sh), so a wheel built with
-# other flags, or a native one in pip's cache, is never reused. No apt step, no model download: the
+# never tuned to this machine's CPU — into a wheel directory keyed by its exact build flags
+# (scripts/build_llama_wheel.sh), so a wheel built with other flags, or a native one in pip's cache,
+# is never reused. No apt step, no model download: the
 # default models come from PyPI packages. Ends with `maie doctor`, which loads every default model
 # in a child process and says in one line per check whether this machine can do the work.
 set -euo pipefail
