@@ -659,7 +659,21 @@ def check_model(settings: Settings, target: ModelTarget, timeout: float) -> Chec
             "ModuleNotFoundError",
         ):
             fix = "install the backend's package (see `maie models`)"
+        elif _NO_GPU.search(detail):
+            fix = (
+                "the model is fine, the GPU is not usable here (WHISPER_DEVICE / LLM settings ask for CUDA): "
+                "run on a node with an NVIDIA GPU and a driver at least as new as the image's CUDA, or set "
+                "WHISPER_DEVICE=cpu WHISPER_COMPUTE_TYPE=int8 for the CPU"
+            )
     return Check(name, False, detail, fix, seconds=run.seconds, crash=run.crash_record())
+
+
+# What CUDA runtimes say when there is no GPU or no (new enough) driver: not a damaged model.
+_NO_GPU = re.compile(
+    r"CUDA driver version is insufficient|no CUDA-capable device|CUDA driver is a stub|"
+    r"libcuda\.so[.0-9]*: cannot open|cudaErrorNoDevice|cudaErrorInsufficientDriver",
+    re.IGNORECASE,
+)
 
 
 def _version(dist: str) -> str:

@@ -156,6 +156,16 @@ def test_missing_whisper_model_is_a_problem_named_with_its_fix(tmp_path: Path, c
     assert line_of(proc.stdout, "asr whisper tiny.en (bundled)").startswith("ok ")
 
 
+def test_whisper_on_cuda_without_a_gpu_is_not_called_a_damaged_model(tmp_path: Path, cache_dir: Path) -> None:
+    """The GPU image run where no driver is: the fix names the GPU or the CPU settings, not a reinstall."""
+    proc = doctor(tmp_path, cache_dir, "--only-configured", env={"WHISPER_DEVICE": "cuda"})
+    line = line_of(proc.stdout, "asr whisper tiny.en")
+    if line.startswith("ok "):
+        pytest.skip("this machine has a usable CUDA GPU")
+    assert proc.returncode == 1 and line.startswith("PROBLEM "), proc.stdout
+    assert "WHISPER_DEVICE=cpu" in line and "damaged" not in line and "reinstall" not in line
+
+
 # --------------------------------------------------------------------------------------------
 # Crashes
 # --------------------------------------------------------------------------------------------
