@@ -44,6 +44,11 @@ def check_outbound_url(url: str, settings: Settings, *, what: str = "the URL", r
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UrlRefused(f"{what} must be an http(s) URL with a host: {url[:200]}")
     host = parts.hostname.lower().rstrip(".")
+    try:
+        port = parts.port
+        host.encode("idna")  # what resolving and connecting will do with it
+    except (ValueError, UnicodeError):  # UnicodeError is a ValueError; named for the reader
+        raise UrlRefused(f"{what} has no valid host name and port: {url[:200]!r}") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in settings.allowed_internal_networks]
     if host in _METADATA_HOSTS and not allowed:
         raise UrlRefused(f"{what} points at a cloud metadata service: {host}")
@@ -53,7 +58,7 @@ def check_outbound_url(url: str, settings: Settings, *, what: str = "the URL", r
         if not resolve:
             return
         try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
         except socket.gaierror as exc:
             raise UrlRefused(f"{what} host {host} does not resolve ({exc.strerror})") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
