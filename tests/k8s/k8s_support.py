@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -308,3 +310,36 @@ async def job_complete(kube: Any, name: str, code: int) -> None:
     fields = {"active": 0, ("succeeded" if code == 0 else "failed"): 1, "conditions": [cond]}
     async with kube.patch(f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status", json={"status": fields}) as r:
         assert r.status == 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def operator_process(s3_endpoint: str, bucket: str, log: Path, **settings: str) -> subprocess.Popen[bytes]:
+    """`maie operator` as its own process (as the Deployment runs it) against the KMOCK kubeconfig in
+    the environment and moto's S3; MAIE settings from the caller's environment are left out, so only
+    these and `settings` apply. Each gets its own health and metrics ports (two may run at once)."""
+    names = {n.upper() for n in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    env.update(
+        OPERATOR_NAMESPACE=NS,
+        OPERATOR_LEASE_SECONDS="2",
+        OPERATOR_QUEUE_RETRY_SECONDS="0.3",
+        OPERATOR_HEALTH_PORT=str(free_port()),
+        OPERATOR_METRICS_PORT=str(free_port()),
+        OPERATOR_GPU_COUNT="0",
+        S3_ENDPOINT=s3_endpoint,
+        S3_BUCKET=bucket,
+        S3_ACCESS_KEY="testing",
+        S3_SECRET_KEY="testing",
+        **settings,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "maie.cli", "operator", "--namespace", NS],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )

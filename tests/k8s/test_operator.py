@@ -469,27 +469,21 @@ async def test_a_crash_is_described_with_the_signal_and_the_last_output(kube: An
     assert "crashed: SIGSEGV (segmentation fault)" in failure and "llama_cpp/llama.py" in failure
 
 
+def pull_backoff(message: str) -> dict[str, Any]:
+    """A runner pod's status while its image cannot be pulled."""
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+    container = {"name": "runner", "image": "registry.example/maie-runner:test", "ready": False,
+                 "restartCount": 0, "imageID": "", "state": waiting}  # fmt: skip
+    return {"phase": "Pending", "containerStatuses": [container]}
+
+
 async def test_image_pull_backoff_fails_after_its_grace_and_stops_the_job(kube: Any) -> None:
     async with running_operator(op_settings(operator_image_pull_grace=0), [NS]):
         job = await started(kube, "tx-img")
         await pod(
             kube,
             "tx-img",
-            {
-                "phase": "Pending",
-                "containerStatuses": [
-                    {
-                        "name": "runner",
-                        "image": "registry.example/maie-runner:test",
-                        "ready": False,
-                        "restartCount": 0,
-                        "imageID": "",
-                        "state": {
-                            "waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
-                        },
-                    }
-                ],
-            },
+            pull_backoff("Back-off pulling image"),
         )
         await eventually(lambda: status(kube, "tx-img").get("phase") == "Failed", what="Failed")
         await eventually(lambda: gone(kube, JOBS, job), what="the Job deleted")
@@ -507,21 +501,7 @@ async def test_a_first_image_pull_backoff_within_its_grace_is_only_reported(kube
         await pod(
             kube,
             "tx-throttled",
-            {
-                "phase": "Pending",
-                "containerStatuses": [
-                    {
-                        "name": "runner",
-                        "image": "registry.example/maie-runner:test",
-                        "ready": False,
-                        "restartCount": 0,
-                        "imageID": "",
-                        "state": {
-                            "waiting": {"reason": "ImagePullBackOff", "message": "429 Too Many Requests"}
-                        },
-                    }
-                ],
-            },
+            pull_backoff("429 Too Many Requests"),
         )
         await eventually(
             lambda: conditions(kube, "tx-throttled").get("Running", {}).get("reason") == "ImagePullBackOff",

@@ -5,19 +5,15 @@ finishes the queue — no resource lost, no second Job for any of them."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_support import JOBS, NS, TX, eventually, tx_body
+from k8s_support import JOBS, NS, TX, eventually, operator_process, tx_body
 
 from maie.contract import Metrics, ResultDocument, TaskRequest, TaskStatus
-from maie.settings import Settings
 from maie.storage.base import TaskKeys
 from maie.storage.s3 import S3ObjectStore
 
@@ -26,34 +22,9 @@ CAP = 2
 TASKS = 6
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_operator(s3_endpoint: str, bucket: str, log: Path) -> subprocess.Popen[bytes]:
-    names = {n.upper() for n in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update(
-        OPERATOR_NAMESPACE=NS,
-        OPERATOR_LEASE_SECONDS="2",
-        OPERATOR_MAX_CONCURRENT_JOBS=str(CAP),
-        OPERATOR_QUEUE_RETRY_SECONDS="0.3",
-        OPERATOR_HEALTH_PORT=str(_port()),
-        OPERATOR_METRICS_PORT=str(_port()),  # two operators on one host: each its own port
-        OPERATOR_GPU_COUNT="0",
-        RUNNER_STATUS_INTERVAL="0.5",
-        S3_ENDPOINT=s3_endpoint,
-        S3_BUCKET=bucket,
-        S3_ACCESS_KEY="testing",
-        S3_SECRET_KEY="testing",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "maie.cli", "operator", "--namespace", NS],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+    return operator_process(
+        s3_endpoint, bucket, log, OPERATOR_MAX_CONCURRENT_JOBS=str(CAP), RUNNER_STATUS_INTERVAL="0.5"
     )
 
 

@@ -7,18 +7,15 @@ health and cancel — and compared with the rendered Roles, verb by verb."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_support import JOBS, NS, TX, eventually, tx_body
+from k8s_support import JOBS, NS, TX, eventually, operator_process, tx_body
 from test_chart import render
-from test_operator_ha import _port
 
 from maie.contract import Metrics, ResultDocument, TaskRequest, TaskStatus
 from maie.settings import Settings
@@ -84,28 +81,15 @@ def test_the_runner_has_no_role_and_no_token() -> None:
 
 
 def _operator(s3_endpoint: str, bucket: str, log: Path) -> subprocess.Popen[bytes]:
-    names = {n.upper() for n in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    env.update(
-        OPERATOR_NAMESPACE=NS,
-        OPERATOR_LEASE_SECONDS="2",
-        OPERATOR_QUEUE_RETRY_SECONDS="0.3",
-        OPERATOR_HEALTH_PORT=str(_port()),
-        OPERATOR_METRICS_PORT=str(_port()),
-        OPERATOR_GPU_COUNT="0",
+    return operator_process(
+        s3_endpoint,
+        bucket,
+        log,
         OPERATOR_GC_INTERVAL="0.3",
         OPERATOR_DELETION_POLICY="Retain",
         RESULT_TTL="60",
         RUNNER_STATUS_INTERVAL="0.3",
-        S3_ENDPOINT=s3_endpoint,
-        S3_BUCKET=bucket,
-        S3_ACCESS_KEY="testing",
-        S3_SECRET_KEY="testing",
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "maie.cli", "operator", "--namespace", NS], env=env, stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
