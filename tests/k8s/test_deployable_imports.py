@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_support import JOBS, NS, TX, eventually
-from test_operator_ha import _port
+from k8s_support import JOBS, NS, TX, eventually, free_port
 
 from maie.settings import Settings
 from maie.storage.s3 import S3ObjectStore
@@ -102,7 +101,7 @@ async def test_serve_and_operator_run_without_any_model_runtime(
     run_operator = f"from maie.cli import main; sys.argv[1:] = ['operator', '--namespace', {NS!r}]; main()"
     operator = await asyncio.create_subprocess_exec(
         sys.executable, "-c", GUARD + run_operator,
-        env=env(OPERATOR_NAMESPACE=NS, OPERATOR_HEALTH_PORT=str(_port()), OPERATOR_METRICS_PORT="0",
+        env=env(OPERATOR_NAMESPACE=NS, OPERATOR_HEALTH_PORT=str(free_port()), OPERATOR_METRICS_PORT="0",
                 OPERATOR_GPU_COUNT="0",
                 OPERATOR_LEASE_SECONDS="2", OPERATOR_QUEUE_RETRY_SECONDS="0.3", **s3),
         stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
